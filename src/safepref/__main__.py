@@ -1,0 +1,5 @@
+import sys
+
+from safepref.cli import main
+
+sys.exit(main())

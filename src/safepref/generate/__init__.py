@@ -1,0 +1,247 @@
+"""Generation: answers to prompts from a model, behind one interface, written in resumable shards.
+
+A backend turns a batch of prompts into ``num_samples`` answers each::
+
+    class Backend(Protocol):
+        def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]: ...
+        def describe(self) -> dict: ...   # provenance: backend, model, resolved location
+
+Backends are chosen by name from ``BACKENDS`` (``hf``, ``openai``, ``fast``). ``run_generation`` owns
+everything else: the work order (prompts sorted by length so batches pad little), shards written atomically
+as they finish, resume after a crash, the min-length filter, and the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from safepref import config as cfg
+from safepref.config import field, require
+from safepref.errors import ConfigError, SafeprefError
+from safepref.records import Prompt, Response, read_records, write_json, write_jsonl
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = field(128, help="new tokens per answer")
+    do_sample: bool = field(True, help="sample (true) or greedy decoding (false)")
+    temperature: float = field(0.5, help="sampling temperature (ignored when greedy)")
+    top_p: float = field(0.9, help="nucleus sampling mass (ignored when greedy)")
+    top_k: int = field(0, help="top-k sampling (0 = off)")
+    repetition_penalty: float = field(1.0, help="CTRL-style repetition penalty (1.0 = off)")
+    no_repeat_ngram_size: int = field(0, help="forbid repeating any n-gram of this size (0 = off)")
+    num_samples: int = field(1, help="answers per prompt")
+    min_chars: int = field(0, help="answers shorter than this (after stripping) are dropped and counted")
+    seed: int = field(0, help="random seed; each batch's seed derives from it and the batch's prompt ids")
+    batch_size: int = field(8, help="prompts per forward batch (each with num_samples sequences)")
+    prompt_format: str = field("chat", help="chat (chat template), raw (text as is) or alpaca (study's eval)")
+    system_prompt: str | None = field(None, help="system message for chat prompting (None = model default)")
+    shard_size: int = field(32, help="prompts per output shard; a killed run redoes at most one shard")
+
+    def __post_init__(self) -> None:
+        require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
+        require(self.temperature > 0, "temperature", "must be positive")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.top_k >= 0, "top_k", "must be >= 0")
+        require(self.repetition_penalty > 0, "repetition_penalty", "must be positive")
+        require(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "must be >= 0")
+        require(self.num_samples >= 1, "num_samples", "must be >= 1")
+        require(self.do_sample or self.num_samples == 1, "num_samples",
+                "greedy decoding gives one answer; set do_sample=true for several")
+        require(self.min_chars >= 0, "min_chars", "must be >= 0")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.shard_size >= 1, "shard_size", "must be >= 1")
+        require(self.prompt_format in ("chat", "raw", "alpaca"), "prompt_format",
+                f"must be chat, raw or alpaca, got {self.prompt_format!r}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The study's sampling pass for Self+RM.
+    "paper-sample": dict(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.2,
+                         no_repeat_ngram_size=3, max_new_tokens=128, num_samples=5, min_chars=5),
+    # The study's greedy pass (the "Self" rejected side).
+    "paper-greedy": dict(do_sample=False, max_new_tokens=128, num_samples=1),
+    # The study's jailbreak evaluation: Alpaca template, greedy, 512 new tokens.
+    "paper-eval": dict(do_sample=False, max_new_tokens=512, num_samples=1, prompt_format="alpaca"),
+}
+
+
+def generation_config(preset: str | None = None, path: str | None = None,
+                      overrides: list[str] | None = None) -> GenerationConfig:
+    """Preset <- YAML file <- ``key=value`` overrides."""
+    base: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown preset '{preset}'.{hint} Known: {', '.join(PRESETS)}")
+        base = dict(PRESETS[preset])
+    return cfg.load_config(GenerationConfig, path, overrides, base=base)
+
+
+class Backend(Protocol):
+    def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+# name -> "module:Class"; imported lazily so that `safepref --help` stays fast and optional
+# dependencies (openai, vllm) are only needed by the backend that uses them.
+BACKENDS: dict[str, str] = {
+    "hf": "safepref.generate.hf:HFBackend",
+    "openai": "safepref.generate.openai_api:OpenAIBackend",
+    "fast": "safepref.generate.fast:FastBackend",
+}
+
+
+def make_backend(name: str, model: str, **options: Any) -> Backend:
+    """Instantiate a backend by name; unknown names fail with the list of known ones."""
+    if name not in BACKENDS:
+        close = difflib.get_close_matches(name, list(BACKENDS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown generation backend '{name}'.{hint} Known: {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise SafeprefError(f"backend '{name}' needs a package that is not installed: {exc.name}") from None
+    return getattr(module, class_name)(model, **options)
+
+
+def default_backend() -> str:
+    """``fast`` on a CUDA GPU (when available), ``hf`` otherwise."""
+    try:
+        import torch
+
+        if torch.cuda.is_available() and "fast" in BACKENDS:
+            importlib.import_module(BACKENDS["fast"].split(":")[0])
+            return "fast"
+    except Exception:  # noqa: BLE001 - any failure falls back to the reference backend
+        pass
+    return "hf"
+
+
+def batch_seed(seed: int, prompt_ids: list[str]) -> int:
+    """Seed for one batch: the same prompts with the same seed always sample the same answers."""
+    digest = hashlib.sha256(f"{seed}:{','.join(prompt_ids)}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+# ------------------------------------------------------------------------------------- resumable runner
+
+
+def _settings_for_provenance(config: GenerationConfig) -> dict[str, Any]:
+    settings = dataclasses.asdict(config)
+    for key in ("batch_size", "shard_size"):  # do not change answers' meaning
+        settings.pop(key)
+    return settings
+
+
+def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationConfig, out_dir: str | Path,
+                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Generate answers for ``prompts`` into ``out_dir`` and return the summary.
+
+    Layout: ``config.json`` (settings, backend, hash), ``shards/shard-NNNNN.jsonl`` plus a
+    ``.done.json`` marker each (written after the shard, so a shard without marker is redone),
+    ``responses.jsonl`` (all shards merged, at the end) and ``summary.json``.
+
+    A rerun with the same settings resumes: prompts whose shard is done are skipped. A rerun with other
+    settings into a folder that holds a run raises SafeprefError unless ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    shard_dir = out_dir / "shards"
+    identity = {"generation": _settings_for_provenance(config), "backend": backend.describe(),
+                "prompts": sorted(p.prompt_id for p in prompts)}
+    run_hash = cfg.config_hash(identity)
+    config_file = out_dir / "config.json"
+    if config_file.exists():
+        previous = json.loads(config_file.read_text())
+        if previous.get("hash") != run_hash:
+            if not overwrite:
+                raise SafeprefError(
+                    f"{out_dir} holds a generation run with other settings, model or prompts "
+                    f"(hash {previous.get('hash')} != {run_hash}); choose another --out or pass --overwrite")
+            import shutil
+
+            shutil.rmtree(out_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    write_json(config_file, {"hash": run_hash, "generation": identity["generation"],
+                             "backend": identity["backend"], "num_prompts": len(prompts)})
+
+    done: set[str] = set()
+    dropped: Counter = Counter()
+    next_shard = 0
+    for marker in sorted(shard_dir.glob("shard-*.done.json")):
+        info = json.loads(marker.read_text())
+        done.update(info["prompt_ids"])
+        dropped.update(info["dropped"])
+        next_shard = max(next_shard, int(marker.name.split("-")[1].split(".")[0]) + 1)
+    todo = [p for p in prompts if p.prompt_id not in done]
+    # Length-sorted work order: batches of similar length waste little compute on padding.
+    todo.sort(key=lambda p: (len(p.text), p.prompt_id))
+
+    provenance = {**backend.describe(), "kind": "model", "generation": identity["generation"]}
+    started = time.time()
+    generated_chars = 0
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="generate", unit="prompt",
+               disable=not progress)
+    for start in range(0, len(todo), config.shard_size):
+        shard_prompts = todo[start:start + config.shard_size]
+        rows: list[Response] = []
+        shard_dropped: Counter = Counter()
+        for b in range(0, len(shard_prompts), config.batch_size):
+            batch = shard_prompts[b:b + config.batch_size]
+            answers = backend.generate(batch, config)
+            if len(answers) != len(batch):
+                raise SafeprefError(f"backend returned {len(answers)} answer lists for {len(batch)} prompts")
+            for prompt, samples in zip(batch, answers, strict=True):
+                for index, text in enumerate(samples):
+                    generated_chars += len(text)
+                    if len(text.strip()) < config.min_chars:
+                        shard_dropped["too_short"] += 1
+                        continue
+                    rows.append(Response(prompt=prompt.text, response=text, source=provenance,
+                                         prompt_id=prompt.prompt_id, sample_index=index))
+            bar.update(len(batch))
+        name = f"shard-{next_shard:05d}"
+        write_jsonl(shard_dir / f"{name}.jsonl", rows)
+        write_json(shard_dir / f"{name}.done.json",
+                   {"prompt_ids": [p.prompt_id for p in shard_prompts], "dropped": dict(shard_dropped)})
+        dropped.update(shard_dropped)
+        next_shard += 1
+    bar.close()
+    elapsed = time.time() - started
+
+    responses: list[Response] = []
+    for shard in sorted(shard_dir.glob("shard-*.jsonl")):
+        if Path(str(shard)[: -len(".jsonl")] + ".done.json").exists():
+            responses.extend(read_records(shard, "response"))
+    wanted = {p.prompt_id for p in prompts}
+    responses = [r for r in responses if r.prompt_id in wanted]
+    write_jsonl(out_dir / "responses.jsonl", responses)
+    per_prompt = Counter(r.prompt_id for r in responses)
+    summary = {
+        "prompts": len(prompts),
+        "prompts_resumed": len(prompts) - len(todo),
+        "responses": len(responses),
+        "prompts_without_answer": sum(1 for p in prompts if per_prompt[p.prompt_id] == 0),
+        "dropped": dict(dropped),
+        "seconds_this_run": round(elapsed, 2),
+        "generated_chars_this_run": generated_chars,
+        "backend": backend.describe(),
+        "generation": identity["generation"],
+        "hash": run_hash,
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary
