@@ -1,0 +1,445 @@
+"""The whole study from one experiment YAML: every stage of the data flow as a cached, resumable graph.
+
+  safepref run configs/quickstart.yaml              # run (or resume) everything, then write the report
+  safepref run configs/quickstart.yaml --dry-run    # the plan: stages, cached or not
+  safepref run configs/paper/llama-3.1-8b.yaml --dry-run   # validate a paper config (needs the hub to run)
+
+Stages, in data-flow order (each one is also a command of its own, called here with the same arguments a
+user would type, so a stage's output folder is exactly what that command writes):
+
+  prompts                      the training prompts (a PKU-SafeRLHF subset every answer source covers)
+  generate/self-greedy         the target's greedy answers         (safepref generate --preset paper-greedy)
+  generate/self-sample         the target's 5 samples a prompt     (safepref generate --preset paper-sample)
+  generate/<answers>           answers of another model, for sources given as a model rather than a file
+  build/<condition>            one preference set per condition    (safepref build <condition>)
+  audit                        separability of every set           (safepref audit)
+  train/<condition>            DPO on each set                     (safepref train)
+  eval/<condition>, eval/sft   jailbreak ASR, over-refusal, general (safepref eval ...)
+  report                       report.md, figures, summary.json    (safepref report)
+
+Each stage's folder is ``<out>/stages/<stage>-<hash>``, the hash covering its settings and its inputs' hashes:
+a rerun skips finished stages, a killed run resumes, and a changed setting recomputes only what depends on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safepref import config as cfg
+from safepref.config import field, require
+from safepref.errors import ConfigError, SafeprefError
+from safepref.graph import Stage, StageContext, execute, plan
+from safepref.records import write_jsonl
+
+# The study's eight bars, in the order of its figure. "multi" marks pairs whose two sides come from
+# different models (the study's pitfall); "self" pairs come from the target alone.
+CONDITION_ORDER = ["sft", "hc-self", "gpt4o-self", "stronger-self", "peer-rm", "all-rm", "original", "self-rm"]
+CONDITION_KIND = {"sft": "start", "original": "human", "hc-self": "multi", "gpt4o-self": "multi",
+                  "stronger-self": "multi", "peer-rm": "multi", "all-rm": "multi", "self-rm": "self"}
+
+
+@dataclass
+class PromptsSection:
+    source: str = field("pku-realign", help="prompt source for the preference sets (PKU-SafeRLHF prompts)")
+    limit: int | None = field(32, help="number of prompts (the smallest prompt_ids: a fixed pseudo-random subset)")
+    covered_by: list[str] = field(default_factory=list,
+                                  help="answer names (see `answers`) that must answer every chosen prompt")
+
+    def __post_init__(self) -> None:
+        require(self.limit is None or self.limit >= 2, "prompts.limit", "must be at least 2")
+
+
+@dataclass
+class AnswerSource:
+    """Answers of a model other than the target: a file/source of answers, or a model to generate with."""
+
+    source: str | None = field(None, help="answer source spec (gpt4o, pku-safe-sft, a responses JSONL)")
+    model: str | None = field(None, help="or a model to generate with: hub id, folder, or API model name")
+    backend: str = field("hf", help="backend for `model`: hf, fast, or openai (then base_url / api_key_env)")
+    base_url: str | None = field(None, help="OpenAI-compatible endpoint for backend openai")
+    api_key_env: str = field("OPENAI_API_KEY", help="environment variable holding the API key")
+    preset: str = field("paper-greedy", help="generation preset for `model`")
+    set: dict[str, Any] = field(default_factory=dict, help="generation overrides for `model`")
+
+    def __post_init__(self) -> None:
+        require((self.source is None) != (self.model is None), "answers.<name>",
+                "give exactly one of `source` (answers on disk) or `model` (generate them)")
+
+
+@dataclass
+class Roles:
+    gpt4o: str | None = field(None, help="answer name playing GPT-4o (GPT4o+Self, All+RM)")
+    stronger: str | None = field(None, help="answer name playing the stronger model (Stronger+Self, All+RM)")
+    peers: list[str] = field(default_factory=list, help="answer names of peer models (Peer+RM, All+RM)")
+
+
+@dataclass
+class GenerationSection:
+    greedy: dict[str, Any] = field(default_factory=dict, help="overrides of the paper-greedy preset")
+    sample: dict[str, Any] = field(default_factory=dict, help="overrides of the paper-sample preset")
+    backend: str | None = field(None, help="hf or fast (default: fast on a GPU, hf otherwise)")
+
+
+@dataclass
+class TrainSection:
+    config: str | None = field("configs/train/dpo-smollm2-lora.yaml", help="DPO config YAML")
+    set: dict[str, Any] = field(default_factory=dict, help="overrides of that config")
+
+
+@dataclass
+class JailbreakSection:
+    prompts: str = field("advbench:100", help="jailbreak prompt set (the study: first 100 AdvBench goals)")
+    judges: list[str] = field(default_factory=lambda: ["keyword", "classifier"], help="judges by name")
+    set: dict[str, Any] = field(default_factory=dict, help="overrides of the paper-eval generation preset")
+
+
+@dataclass
+class RefusalSection:
+    safe: str = field("xstest-safe", help="prompts a safe model must still answer")
+    unsafe: str | None = field("xstest-unsafe", help="prompts it should refuse (compliance rate)")
+    set: dict[str, Any] = field(default_factory=dict, help="generation overrides")
+
+
+@dataclass
+class GeneralSection:
+    tasks: str = field("paper", help="lm-eval tasks (comma list, `paper`, or local task names)")
+    include_path: str | None = field(None, help="folder of custom task YAMLs")
+    limit: int | None = field(None, help="examples per task")
+
+
+@dataclass
+class EvaluateSection:
+    jailbreak: JailbreakSection | None = field(default_factory=JailbreakSection, help="jailbreak ASR")
+    refusal: RefusalSection | None = field(default_factory=RefusalSection, help="over-refusal (XSTest)")
+    general: GeneralSection | None = field(None, help="general capability through lm-eval (None = skip)")
+
+
+@dataclass
+class AuditSection:
+    representations: list[str] = field(default_factory=lambda: ["hidden:auto", "minilm", "length", "refusal",
+                                                                "tfidf"], help="probe representations")
+    folds: int = field(5, help="cross-validation folds (grouped by prompt)")
+    bootstrap: int = field(1000, help="bootstrap resamples for CIs")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = field(help="experiment name (the default output folder is runs/<name>)")
+    target: str = field("smollm2-135m-instruct", help="the model to align: hub id, folder, or embedded name")
+    conditions: list[str] = field(default_factory=lambda: list(CONDITION_ORDER), help="the study's bars to run")
+    prompts: PromptsSection = field(default_factory=PromptsSection, help="training prompts")
+    human: str | None = field("pku-realign", help="human-labelled pairs (Original, HC+Self)")
+    answers: dict[str, AnswerSource] = field(default_factory=dict, help="named answers of other models")
+    roles: Roles = field(default_factory=Roles, help="which named answers play GPT-4o, stronger, peers")
+    reward_model: str = field("offline:safety-minilm", help="reward model for the +RM conditions")
+    generation: GenerationSection = field(default_factory=GenerationSection, help="the target's generation")
+    train: TrainSection = field(default_factory=TrainSection, help="DPO")
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection, help="evaluations")
+    audit: AuditSection | None = field(default_factory=AuditSection, help="separability audit (None = skip)")
+    device: str = field("auto", help="device for every stage: auto, cpu, cuda")
+    seed: int = field(0, help="seed passed to generation and training")
+
+    def __post_init__(self) -> None:
+        for condition in self.conditions:
+            if condition not in CONDITION_KIND:
+                close = difflib.get_close_matches(condition, list(CONDITION_KIND), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"config field 'conditions': unknown condition '{condition}'{hint}; "
+                                  f"known: {', '.join(CONDITION_ORDER)}")
+        require(len(set(self.conditions)) == len(self.conditions), "conditions", "a condition is listed twice")
+        for role, names in (("gpt4o", [self.roles.gpt4o]), ("stronger", [self.roles.stronger]),
+                            ("peers", self.roles.peers)):
+            for name in names:
+                if name is not None and name not in self.answers:
+                    raise ConfigError(f"config field 'roles.{role}': '{name}' is not a name under `answers` "
+                                      f"(known: {', '.join(self.answers) or 'none'})")
+        for name in self.prompts.covered_by:
+            require(name in self.answers, "prompts.covered_by", f"'{name}' is not a name under `answers`")
+        needs = {
+            "original": (self.human, "human-labelled pairs: set `human` (offline: pku-realign)"),
+            "hc-self": (self.human, "human-labelled pairs: set `human` (offline: pku-realign)"),
+            "gpt4o-self": (self.roles.gpt4o, "GPT-4o answers: set roles.gpt4o to a name under `answers` "
+                                             "(offline: {source: gpt4o}, 180 PKU test prompts)"),
+            "stronger-self": (self.roles.stronger, "a stronger model's answers: set roles.stronger "
+                                                   "(offline proxy: {source: pku-safe-sft}, Alpaca-7B)"),
+            "peer-rm": (len(self.roles.peers) >= 2 or None, "answers of at least two peer models: roles.peers"),
+            "all-rm": (self.roles.gpt4o or self.roles.stronger or self.roles.peers or None,
+                       "at least one other model's answers (roles.gpt4o, roles.stronger or roles.peers)"),
+        }
+        for condition in self.conditions:
+            if condition in needs and not needs[condition][0]:
+                raise ConfigError(f"condition '{condition}' needs {needs[condition][1]}")
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    data = cfg.load_yaml(path)
+    data.setdefault("name", Path(path).stem)
+    return cfg.load_config(ExperimentConfig, None, overrides, base=data)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _call(argv: list[str]) -> None:
+    """Run one safepref command in this process; a failure stops the run with that command's error."""
+    from safepref.cli import main
+
+    print("  $ safepref " + shlex.join(argv), flush=True)
+    code = main(argv)
+    if code != 0:
+        raise SafeprefError(f"stage command failed (exit {code}): safepref {shlex.join(argv)}")
+
+
+def _sets(overrides: dict[str, Any]) -> list[str]:
+    return [x for key, value in sorted(overrides.items()) for x in ("--set", f"{key}={_yaml_scalar(value)}")]
+
+
+def _yaml_scalar(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _select_prompts(ctx: StageContext) -> dict[str, Any]:
+    from safepref.sources import load_prompts, load_responses
+
+    settings = ctx.config
+    prompts, report = load_prompts(settings["source"])
+    coverage = {}
+    for name, spec in settings["covered_by"].items():
+        answers, _ = load_responses(spec)
+        ids = {a.prompt_id for a in answers}
+        coverage[name] = len(ids)
+        prompts = [p for p in prompts if p.prompt_id in ids]
+    if len(prompts) < 2:
+        raise SafeprefError(f"only {len(prompts)} prompts of {settings['source']} are answered by every source "
+                            f"in prompts.covered_by ({coverage})")
+    prompts.sort(key=lambda p: p.prompt_id)  # a fixed pseudo-random subset, independent of file order
+    chosen = prompts[: settings["limit"]] if settings["limit"] else prompts
+    write_jsonl(ctx.out_dir / "prompts.jsonl", [{"prompt": p.text, "prompt_id": p.prompt_id} for p in chosen])
+    return {"prompts": len(chosen), "candidates": len(prompts), "source": report.as_dict(),
+            "answers_per_source": coverage}
+
+
+def _prompts_file(ctx: StageContext) -> str:
+    return str(ctx.inputs["prompts"] / "prompts.jsonl")
+
+
+def _command_stage(build_argv):
+    """A stage that runs one safepref command built from its context."""
+
+    def run(ctx: StageContext) -> dict[str, Any]:
+        for argv in build_argv(ctx):
+            _call(argv)
+        summary_file = ctx.out_dir / "summary.json"
+        return json.loads(summary_file.read_text()) if summary_file.exists() else {}
+
+    return run
+
+
+def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
+    """The experiment as a stage graph (nothing runs here)."""
+    stages: list[Stage] = []
+    device = ["--device", exp.device]
+    trained = [c for c in exp.conditions if c != "sft"]
+    covered = {name: exp.answers[name].source for name in exp.prompts.covered_by}
+    if any(v is None for v in covered.values()):
+        raise ConfigError("prompts.covered_by may only name answers given as `source` (files), not models")
+    stages.append(Stage("prompts", _select_prompts, {"source": exp.prompts.source, "limit": exp.prompts.limit,
+                                                     "covered_by": covered},
+                        description="select the training prompts"))
+
+    needs_greedy = {"hc-self", "gpt4o-self", "stronger-self"} & set(trained)
+    needs_sample = {"self-rm", "all-rm"} & set(trained)
+    backend = ["--backend", exp.generation.backend] if exp.generation.backend else []
+    for kind, needed, overrides in (("greedy", needs_greedy, exp.generation.greedy),
+                                    ("sample", needs_sample, exp.generation.sample)):
+        if not needed:
+            continue
+        settings = {"preset": f"paper-{kind}", "set": {"seed": exp.seed, **overrides}, "model": exp.target}
+        stages.append(Stage(
+            f"generate/self-{kind}",
+            _command_stage(lambda ctx, kind=kind, s=settings: [[
+                "generate", "--model", s["model"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
+                *_sets(s["set"]), "--out", str(ctx.out_dir), *backend, *device]]),
+            settings, ["prompts"], description=f"the target's {kind} answers"))
+
+    # Answers given as a model are generated on the training prompts; answers given as a file are read
+    # directly by `safepref build`.
+    answer_spec: dict[str, tuple[str, str | None]] = {}  # name -> (spec or stage-relative, stage)
+    used = {n for n in [exp.roles.gpt4o, exp.roles.stronger, *exp.roles.peers] if n}
+    for name in sorted(used):
+        source = exp.answers[name]
+        if source.source is not None:
+            answer_spec[name] = (source.source, None)
+            continue
+        settings = {"model": source.model, "backend": source.backend, "base_url": source.base_url,
+                    "api_key_env": source.api_key_env, "preset": source.preset, "set": source.set}
+        stage_name = f"generate/{name}"
+
+        def argv(ctx, s=settings):
+            extra = ["--base-url", s["base_url"]] if s["base_url"] else []
+            return [["generate", "--model", s["model"], "--backend", s["backend"], *extra,
+                     "--api-key-env", s["api_key_env"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
+                     *_sets(s["set"]), "--out", str(ctx.out_dir), *device]]
+
+        stages.append(Stage(stage_name, _command_stage(argv), settings, ["prompts"],
+                            description=f"answers of {source.model}"))
+        answer_spec[name] = ("responses.jsonl", stage_name)
+
+    for condition in trained:
+        stages.append(_build_stage(exp, condition, answer_spec, device))
+    if exp.audit is not None and trained:
+        stages.append(_audit_stage(exp, trained, device))
+    for condition in trained:
+        settings = {"model": exp.target, "config": _abs(exp.train.config), "set": {"seed": exp.seed,
+                                                                                   **exp.train.set}}
+        stages.append(Stage(
+            f"train/{condition}",
+            _command_stage(lambda ctx, c=condition, s=settings: [[
+                "train", "--pairs", str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), "--model", s["model"],
+                *(["--config", s["config"]] if s["config"] else []), *_sets(s["set"]), "--out", str(ctx.out_dir),
+                *(["--resume"] if (ctx.out_dir / "run.json").exists() else [])]]),
+            settings, [f"build/{condition}"], description=f"DPO on {condition}"))
+    for condition in exp.conditions:
+        stages.append(_eval_stage(exp, condition, device))
+    stages.append(Stage("report", _report_stage, {"conditions": exp.conditions, "name": exp.name},
+                        [s.name for s in stages if s.name.startswith(("eval/", "train/", "build/", "audit"))],
+                        description="report.md, figures, summary.json"))
+    return stages
+
+
+def _abs(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, device: list[str]) -> Stage:
+    deps = ["prompts"]
+    settings: dict[str, Any] = {"condition": condition}
+    flags: list[tuple[str, str, str | None]] = []  # (flag, spec, stage that holds it)
+
+    def answer(name: str) -> tuple[str, str | None]:
+        spec, stage = answer_spec[name]
+        if stage:
+            deps.append(stage)
+        return spec, stage
+
+    if condition in ("original", "hc-self"):
+        flags.append(("--human", exp.human, None))
+    if condition in ("hc-self", "gpt4o-self", "stronger-self"):
+        flags.append(("--target-greedy", "responses.jsonl", "generate/self-greedy"))
+        deps.append("generate/self-greedy")
+    if condition in ("gpt4o-self", "stronger-self"):
+        role = exp.roles.gpt4o if condition == "gpt4o-self" else exp.roles.stronger
+        flags.append(("--chosen", *answer(role)))
+    if condition in ("self-rm", "all-rm"):
+        flags.append(("--target-samples", "responses.jsonl", "generate/self-sample"))
+        deps.append("generate/self-sample")
+    if condition == "peer-rm":
+        for name in exp.roles.peers:
+            flags.append(("--pool", *answer(name)))
+    if condition == "all-rm":
+        others = [n for n in dict.fromkeys([exp.roles.gpt4o, exp.roles.stronger, *exp.roles.peers]) if n]
+        for name in others:
+            flags.append(("--pool", *answer(name)))
+    settings["inputs"] = [(flag, spec, stage) for flag, spec, stage in flags]
+    settings["rm"] = exp.reward_model
+
+    def argv(ctx: StageContext) -> list[list[str]]:
+        args = ["build", condition, "--prompts", _prompts_file(ctx), "--rm", exp.reward_model,
+                "--tokenizer", exp.target, "--out", str(ctx.out_dir), *device]
+        for flag, spec, stage in settings["inputs"]:
+            args += [flag, str(ctx.inputs[stage] / spec) if stage else spec]
+        return [args]
+
+    return Stage(f"build/{condition}", _command_stage(argv), settings, sorted(set(deps)),
+                 description=f"preference set {condition}")
+
+
+def _audit_stage(exp: ExperimentConfig, trained: list[str], device: list[str]) -> Stage:
+    settings = {"model": exp.target, "representations": exp.audit.representations, "folds": exp.audit.folds,
+                "bootstrap": exp.audit.bootstrap}
+
+    def argv(ctx: StageContext) -> list[list[str]]:
+        args = ["audit", "--model", exp.target, "--folds", str(exp.audit.folds), "--bootstrap",
+                str(exp.audit.bootstrap), "--out", str(ctx.out_dir), *device]
+        for rep in exp.audit.representations:
+            args += ["--repr", rep]
+        for condition in trained:
+            args += ["--pairs", str(ctx.inputs[f"build/{condition}"] / "pairs.jsonl"), "--name", condition]
+        return [args]
+
+    return Stage("audit", _command_stage(argv), settings, [f"build/{c}" for c in trained],
+                 description="separability of every preference set")
+
+
+def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str]) -> Stage:
+    evaluate = exp.evaluate
+    settings = {"model": exp.target if condition == "sft" else None,
+                "jailbreak": cfg.to_dict(evaluate.jailbreak) if evaluate.jailbreak else None,
+                "refusal": cfg.to_dict(evaluate.refusal) if evaluate.refusal else None,
+                "general": cfg.to_dict(evaluate.general) if evaluate.general else None}
+    deps = [] if condition == "sft" else [f"train/{condition}"]
+
+    def argv(ctx: StageContext) -> list[list[str]]:
+        model = exp.target if condition == "sft" else str(ctx.inputs[f"train/{condition}"])
+        calls = []
+        if evaluate.jailbreak:
+            jb = evaluate.jailbreak
+            args = ["eval", "jailbreak", "--model", model, "--prompts", jb.prompts, "--out",
+                    str(ctx.out_dir / "jailbreak"), *_sets(jb.set), *device]
+            for judge in jb.judges:
+                args += ["--judge", judge]
+            calls.append(args)
+        if evaluate.refusal:
+            rf = evaluate.refusal
+            args = ["eval", "refusal", "--model", model, "--safe", rf.safe, "--out", str(ctx.out_dir / "refusal"),
+                    *_sets(rf.set), *device]
+            if rf.unsafe:
+                args += ["--unsafe", rf.unsafe]
+            calls.append(args)
+        if evaluate.general:
+            gn = evaluate.general
+            args = ["eval", "general", "--model", model, "--tasks", gn.tasks, "--out", str(ctx.out_dir / "general"),
+                    *device]
+            if gn.include_path:
+                args += ["--include-path", str(Path(gn.include_path).resolve())]
+            if gn.limit:
+                args += ["--limit", str(gn.limit)]
+            calls.append(args)
+        return calls
+
+    return Stage(f"eval/{condition}", _command_stage(argv), settings, deps,
+                 description=f"evaluate {'the starting model' if condition == 'sft' else condition}")
+
+
+def _report_stage(ctx: StageContext) -> dict[str, Any]:
+    from safepref.report import write_report
+
+    return write_report(ctx.out_dir.parent.parent, ctx.out_dir, conditions=ctx.config["conditions"],
+                        name=ctx.config["name"])
+
+
+# ------------------------------------------------------------------------------------------------ entry
+
+
+def run_experiment(path: str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
+                   dry_run: bool = False) -> list[dict[str, Any]] | dict[str, Any]:
+    """Validate the experiment, then print the plan (dry run) or execute it. Returns the plan or results."""
+    exp = load_experiment(path, overrides)
+    run_dir = Path(out or Path("runs") / exp.name).resolve()
+    stages = build_stages(exp, run_dir)
+    rows = plan(stages, run_dir)  # also checks references and cycles
+    if dry_run:
+        return rows
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_dump = {"experiment": cfg.to_dict(exp), "config_file": str(Path(path).resolve()),
+                "overrides": overrides or [], "data_root": os.environ.get("SAFEPREF_DATA")}
+    from safepref.records import write_json
+
+    write_json(run_dir / "experiment.json", cfg_dump)
+    return execute(stages, run_dir)
