@@ -44,10 +44,12 @@ class GenerationConfig:
     num_samples: int = field(1, help="answers per prompt")
     min_chars: int = field(0, help="answers shorter than this (after stripping) are dropped and counted")
     seed: int = field(0, help="random seed; each batch's seed derives from it and the batch's prompt ids")
-    batch_size: int = field(8, help="prompts per forward batch (each with num_samples sequences)")
+    batch_size: int | None = field(None, help="prompts handed to the backend at once (None = the backend's "
+                                              "own default: 8 for hf, 512 for fast, 64 for openai)")
     prompt_format: str = field("chat", help="chat (chat template), raw (text as is) or alpaca (study's eval)")
     system_prompt: str | None = field(None, help="system message for chat prompting (None = model default)")
-    shard_size: int = field(32, help="prompts per output shard; a killed run redoes at most one shard")
+    shard_size: int | None = field(None, help="prompts per output shard; a killed run redoes at most one "
+                                              "shard (None = 4 batches, at least 32)")
 
     def __post_init__(self) -> None:
         require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
@@ -60,8 +62,8 @@ class GenerationConfig:
         require(self.do_sample or self.num_samples == 1, "num_samples",
                 "greedy decoding gives one answer; set do_sample=true for several")
         require(self.min_chars >= 0, "min_chars", "must be >= 0")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(self.shard_size >= 1, "shard_size", "must be >= 1")
+        require(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.shard_size is None or self.shard_size >= 1, "shard_size", "must be >= 1")
         require(self.prompt_format in ("chat", "raw", "alpaca"), "prompt_format",
                 f"must be chat, raw or alpaca, got {self.prompt_format!r}")
 
@@ -91,6 +93,8 @@ def generation_config(preset: str | None = None, path: str | None = None,
 
 
 class Backend(Protocol):
+    default_batch_size: int  # prompts per generate() call when the config leaves batch_size unset
+
     def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]: ...
 
     def describe(self) -> dict[str, Any]: ...
@@ -190,18 +194,21 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
     todo = [p for p in prompts if p.prompt_id not in done]
     # Length-sorted work order: batches of similar length waste little compute on padding.
     todo.sort(key=lambda p: (len(p.text), p.prompt_id))
+    # The fast backend needs hundreds of prompts a call to fill a GPU; the hf loop wants a handful.
+    batch_size = config.batch_size or getattr(backend, "default_batch_size", 8)
+    shard_size = config.shard_size or max(32, 4 * batch_size)
 
     provenance = {**backend.describe(), "kind": "model", "generation": identity["generation"]}
     started = time.time()
     generated_chars = 0
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="generate", unit="prompt",
                disable=not progress)
-    for start in range(0, len(todo), config.shard_size):
-        shard_prompts = todo[start:start + config.shard_size]
+    for start in range(0, len(todo), shard_size):
+        shard_prompts = todo[start:start + shard_size]
         rows: list[Response] = []
         shard_dropped: Counter = Counter()
-        for b in range(0, len(shard_prompts), config.batch_size):
-            batch = shard_prompts[b:b + config.batch_size]
+        for b in range(0, len(shard_prompts), batch_size):
+            batch = shard_prompts[b:b + batch_size]
             answers = backend.generate(batch, config)
             if len(answers) != len(batch):
                 raise SafeprefError(f"backend returned {len(answers)} answer lists for {len(batch)} prompts")

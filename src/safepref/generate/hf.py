@@ -12,6 +12,8 @@ from safepref.records import Prompt
 class HFBackend:
     """``model.generate`` on batches of prompts, ``num_samples`` sequences each, seeded per batch."""
 
+    default_batch_size = 8
+
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto",
                  trust_remote_code: bool = False, model_obj: Any = None, tokenizer: Any = None) -> None:
         self.model_name = model
