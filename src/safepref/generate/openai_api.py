@@ -54,6 +54,10 @@ _SEED_RANGE = 2 ** 31  # servers store the seed in a signed 32-bit int
 class OpenAIBackend:
     """Backend over ``ChatClient``; see the module docstring for how settings map onto requests."""
 
+    # Enough prompts per call to keep `concurrency` requests in flight; answers are cached one by one, so
+    # a large shard loses nothing on a crash.
+    default_batch_size = 64
+
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, cache_dir: str | Path | None = None, max_retries: int = 5,
                  timeout: float = 120.0, extra_sampling: bool | None = None, progress: bool = False,
