@@ -102,7 +102,7 @@ class JailbreakSection:
 @dataclass
 class RefusalSection:
     safe: str = field("xstest-safe", help="prompts a safe model must still answer")
-    unsafe: str | None = field("xstest-unsafe", help="prompts it should refuse (compliance rate)")
+    unsafe: str = field("xstest-unsafe", help="prompts it should refuse (compliance rate)")
     set: dict[str, Any] = field(default_factory=dict, help="generation overrides")
 
 
@@ -138,6 +138,9 @@ class ExperimentConfig:
     answers: dict[str, AnswerSource] = field(default_factory=dict, help="named answers of other models")
     roles: Roles = field(default_factory=Roles, help="which named answers play GPT-4o, stronger, peers")
     reward_model: str = field("offline:safety-minilm", help="reward model for the +RM conditions")
+    reward_training: dict[str, Any] | None = field(
+        default_factory=dict, help="for an offline:<name> reward model: train it inside the run with these "
+                                   "`safepref rm train` options (e.g. {limit: 2000}); None = use a trained one")
     generation: GenerationSection = field(default_factory=GenerationSection, help="the target's generation")
     train: TrainSection = field(default_factory=TrainSection, help="DPO")
     evaluate: EvaluateSection = field(default_factory=EvaluateSection, help="evaluations")
@@ -291,8 +294,16 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
                             description=f"answers of {source.model}"))
         answer_spec[name] = ("responses.jsonl", stage_name)
 
+    rm_stage = None
+    if exp.reward_model.startswith("offline:") and exp.reward_training is not None:
+        rm_stage = "rm/train"
+        settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": exp.seed}
+        stages.append(Stage(rm_stage, _command_stage(lambda ctx, s=settings: [[
+            "rm", "train", "--name", s["name"], "--out", str(ctx.out_dir), "--overwrite", "--seed", str(s["seed"]),
+            *[x for k, v in sorted(s["options"].items()) for x in (f"--{k.replace('_', '-')}", str(v))]]]),
+            settings, [], description="train the offline safety reward model"))
     for condition in trained:
-        stages.append(_build_stage(exp, condition, answer_spec, device))
+        stages.append(_build_stage(exp, condition, answer_spec, device, rm_stage))
     if exp.audit is not None and trained:
         stages.append(_audit_stage(exp, trained, device))
     for condition in trained:
@@ -317,8 +328,9 @@ def _abs(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
-def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, device: list[str]) -> Stage:
-    deps = ["prompts"]
+def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, device: list[str],
+                 rm_stage: str | None) -> Stage:
+    deps = ["prompts"] + ([rm_stage] if rm_stage else [])
     settings: dict[str, Any] = {"condition": condition}
     flags: list[tuple[str, str, str | None]] = []  # (flag, spec, stage that holds it)
 
@@ -350,7 +362,8 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
     settings["rm"] = exp.reward_model
 
     def argv(ctx: StageContext) -> list[list[str]]:
-        args = ["build", condition, "--prompts", _prompts_file(ctx), "--rm", exp.reward_model,
+        rm = f"offline:{ctx.inputs[rm_stage]}" if rm_stage else exp.reward_model
+        args = ["build", condition, "--prompts", _prompts_file(ctx), "--rm", rm,
                 "--tokenizer", exp.target, "--out", str(ctx.out_dir), *device]
         for flag, spec, stage in settings["inputs"]:
             args += [flag, str(ctx.inputs[stage] / spec) if stage else spec]
@@ -397,11 +410,8 @@ def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str]) -> Sta
             calls.append(args)
         if evaluate.refusal:
             rf = evaluate.refusal
-            args = ["eval", "refusal", "--model", model, "--safe", rf.safe, "--out", str(ctx.out_dir / "refusal"),
-                    *_sets(rf.set), *device]
-            if rf.unsafe:
-                args += ["--unsafe", rf.unsafe]
-            calls.append(args)
+            calls.append(["eval", "refusal", "--model", model, "--safe-prompts", rf.safe, "--unsafe-prompts",
+                          rf.unsafe, "--out", str(ctx.out_dir / "refusal"), *_sets(rf.set), *device])
         if evaluate.general:
             gn = evaluate.general
             args = ["eval", "general", "--model", model, "--tasks", gn.tasks, "--out", str(ctx.out_dir / "general"),

@@ -42,88 +42,73 @@ def _stage_dirs(run_dir: Path) -> dict[str, Path]:
 
 
 def collect(run_dir: Path, conditions: list[str]) -> dict[str, Any]:
-    """Every number of the run, per condition (``None`` where a stage did not run or has not finished)."""
+    """Every number of the run, per condition (missing keys where a stage did not run or has not finished)."""
     from safepref.pipeline import CONDITION_KIND
 
     dirs = _stage_dirs(run_dir)
     done = {name: folder for name, folder in dirs.items() if (folder / "stage.json").exists()}
     audit = _json(done["audit"] / "audit.json") if "audit" in done else None
-    audit_by_set = {r["name"]: r for r in (audit or {}).get("sets", [])} if audit else {}
+    audit_by_set = {r["name"]: r for r in (audit or {}).get("sets", [])}
     rows: dict[str, Any] = {}
     for condition in conditions:
         row: dict[str, Any] = {"kind": CONDITION_KIND[condition]}
-        build = done.get(f"build/{condition}")
-        if build:
-            sheet = _json(build / "datasheet.json") or {}
-            row["datasheet"] = {k: sheet.get(k) for k in ("rows", "length", "reward", "refusal", "drops",
-                                                           "sources")}
-        train = done.get(f"train/{condition}")
-        if train:
-            summary = _json(train / "summary.json") or {}
-            row["train"] = {k: summary.get(k) for k in ("pairs_used", "dropped", "steps", "pairs_per_second",
-                                                         "monitor", "seconds", "train_seconds")}
-            row["train_curve"] = _reward_curve(train / "metrics.jsonl")
-        evaluation = done.get(f"eval/{condition}")
-        if evaluation:
-            row["jailbreak"] = _json(evaluation / "jailbreak" / "metrics.json")
-            row["refusal"] = _json(evaluation / "refusal" / "metrics.json")
-            row["general"] = _json(evaluation / "general" / "results.json")
+        if f"build/{condition}" in done:
+            sheet = _json(done[f"build/{condition}"] / "datasheet.json") or {}
+            row["datasheet"] = {k: sheet.get(k) for k in ("rows", "prompts", "sources", "length", "reward",
+                                                           "refusal", "drops")}
+        if f"train/{condition}" in done:
+            folder = done[f"train/{condition}"]
+            summary = _json(folder / "summary.json") or {}
+            row["train"] = {k: summary.get(k) for k in ("pairs", "training", "monitor", "seconds")}
+            row["train_curve"] = _reward_curve(folder / "metrics.jsonl")
+        if f"eval/{condition}" in done:
+            folder = done[f"eval/{condition}"]
+            row["jailbreak"] = _json(folder / "jailbreak" / "metrics.json")
+            row["refusal"] = _json(folder / "refusal" / "metrics.json")
+            row["general"] = _json(folder / "general" / "results.json")
         if condition in audit_by_set:
             row["audit"] = _audit_numbers(audit_by_set[condition])
         rows[condition] = row
     return {"run": str(run_dir), "conditions": rows,
-            "stages": {name: (_json(folder / "stage.json") or {}).get("seconds") for name, folder in done.items()},
+            "stage_seconds": {name: (_json(folder / "stage.json") or {}).get("seconds")
+                              for name, folder in done.items()},
             "missing_stages": sorted(set(dirs) - set(done) - {"report"})}
 
 
 def _reward_curve(path: Path) -> list[tuple[int, float]]:
     if not path.exists():
         return []
-    curve = []
-    for _, row in iter_jsonl(path):
-        value = row.get("rewards/accuracies")
-        if value is not None and row.get("step") is not None:
-            curve.append((int(row["step"]), float(value)))
-    return curve
+    return [(int(row["step"]), float(row["rewards/accuracies"])) for _, row in iter_jsonl(path)
+            if row.get("rewards/accuracies") is not None and row.get("step") is not None]
 
 
 def _audit_numbers(result: dict[str, Any]) -> dict[str, Any]:
-    """AUC per representation plus the best one (what the verdict uses)."""
-    probes = result.get("probes", {})
-    auc = {name: p.get("auc") for name, p in probes.items() if isinstance(p, dict)}
-    best = max(auc.items(), key=lambda kv: kv[1] if kv[1] is not None else -1, default=(None, None))
-    return {"auc": auc, "best": best[0], "best_auc": best[1], "verdict": result.get("verdict"),
-            "margin": result.get("margin")}
+    """Best probe AUC per representation, the best overall, and the audit's own verdict."""
+    auc = {r["spec"]: r["best"]["auc"] for r in result.get("representations", []) if r.get("best")}
+    best = max(auc, key=lambda k: auc[k], default=None)
+    return {"auc": auc, "best": best, "best_auc": auc.get(best) if best else None,
+            "verdict": result.get("verdict"), "cue": result.get("cue"), "margin": result.get("margin")}
 
 
 def asr_of(row: dict[str, Any], judge: str) -> float | None:
-    metrics = row.get("jailbreak") or {}
-    asr = metrics.get("asr")
-    if isinstance(asr, dict):
-        value = asr.get(judge)
-        return value.get("asr") if isinstance(value, dict) else value
-    return None
+    return ((row.get("jailbreak") or {}).get("asr") or {}).get(judge)
 
 
-def refusal_rate_of(row: dict[str, Any]) -> float | None:
-    metrics = row.get("refusal") or {}
-    for key in ("over_refusal_rate", "refusal_rate_safe", "safe_refusal_rate"):
-        if metrics.get(key) is not None:
-            return metrics[key]
-    safe = metrics.get("safe")
-    if isinstance(safe, dict):
-        for key in ("refusal_rate", "over_refusal_rate"):
-            if safe.get(key) is not None:
-                return safe[key]
-    return None
+def refusal_rate_of(row: dict[str, Any], detector: str = "opening") -> float | None:
+    """Over-refusal: share of safe XSTest prompts refused (``opening``: a refusal phrase opens the answer)."""
+    rates = ((row.get("refusal") or {}).get("safe") or {}).get("refusal_rate") or {}
+    return rates.get(detector)
+
+
+def compliance_rate_of(row: dict[str, Any], detector: str = "opening") -> float | None:
+    rates = ((row.get("refusal") or {}).get("unsafe") or {}).get("compliance_rate") or {}
+    return rates.get(detector)
 
 
 def _judges(summary: dict[str, Any]) -> list[str]:
     judges: list[str] = []
     for row in summary["conditions"].values():
-        asr = (row.get("jailbreak") or {}).get("asr")
-        if isinstance(asr, dict):
-            judges += [j for j in asr if j not in judges]
+        judges += [j for j in ((row.get("jailbreak") or {}).get("asr") or {}) if j not in judges]
     return judges
 
 
@@ -283,31 +268,37 @@ def markdown(summary: dict[str, Any], figures: list[str], name: str) -> str:
              "Conditions in the order of the study's figure. Kind: multi = chosen and rejected from different "
              "models, human = human-labelled pairs, self = the target's own samples ranked by a reward model.",
              "", "| condition | kind | pairs | " + " | ".join(f"ASR ({j})" for j in judges)
-             + " | over-refusal | best probe AUC (cue) | chosen − rejected length |",
-             "|---|---|---|" + "---|" * len(judges) + "---|---|---|"]
+             + " | over-refusal (XSTest safe) | compliance (XSTest unsafe) | best probe AUC (representation) "
+             "| chosen − rejected length (tokens) |",
+             "|---|---|---|" + "---|" * len(judges) + "---|---|---|---|"]
     for condition, row in summary["conditions"].items():
         sheet = row.get("datasheet") or {}
         audit = row.get("audit") or {}
         length = sheet.get("length") or {}
         gap = None
-        if isinstance(length.get("chosen"), dict) and isinstance(length.get("rejected"), dict):
-            if length["chosen"].get("mean") is not None and length["rejected"].get("mean") is not None:
-                gap = length["chosen"]["mean"] - length["rejected"]["mean"]
+        if length.get("chosen_mean") is not None and length.get("rejected_mean") is not None:
+            gap = length["chosen_mean"] - length["rejected_mean"]
         cue = f"{_fmt(audit.get('best_auc'))} ({audit.get('best')})" if audit.get("best") else "—"
         lines.append(f"| {condition} | {row['kind']} | {_fmt(sheet.get('rows'))} | "
                      + " | ".join(_fmt(asr_of(row, j)) for j in judges)
-                     + f" | {_fmt(refusal_rate_of(row))} | {cue} | {_fmt(gap, 1)} |")
+                     + f" | {_fmt(refusal_rate_of(row))} | {_fmt(compliance_rate_of(row))} | {cue} | {_fmt(gap, 1)} |")
     verdicts = [(c, (r.get("audit") or {}).get("verdict")) for c, r in summary["conditions"].items()]
     if any(v for _, v in verdicts):
         lines += ["", "## Separability audit verdicts", ""]
         lines += [f"- **{c}**: {v if isinstance(v, str) else json.dumps(v)}" for c, v in verdicts if v]
     trained = [(c, (r.get("train") or {}).get("monitor")) for c, r in summary["conditions"].items()]
     if any(m for _, m in trained):
-        lines += ["", "## DPO reward-hacking monitor", ""]
-        for condition, monitor in trained:
-            if monitor:
-                lines.append(f"- **{condition}**: " + ", ".join(f"{k} = {_fmt(v) if not isinstance(v, dict) else v}"
-                                                              for k, v in monitor.items() if not isinstance(v, list)))
+        lines += ["", "## DPO reward-hacking monitor", "",
+                  "| condition | steps | reward acc. final | first step > 0.95 | margin growth | chosen log-p drift "
+                  "| rejected log-p drift | length gap (batch mean) |", "|---|---|---|---|---|---|---|---|"]
+        for condition, m in trained:
+            if not m:
+                continue
+            acc, margin, drift, length = (m.get(k) or {} for k in ("accuracy", "margin", "drift", "length"))
+            lines.append(f"| {condition} | {_fmt(m.get('total_steps'))} | {_fmt(acc.get('final'))} | "
+                         f"{_fmt(acc.get('first_step_above'))} | {_fmt(margin.get('growth'))} | "
+                         f"{_fmt(drift.get('chosen_final'))} | {_fmt(drift.get('rejected_final'))} | "
+                         f"{_fmt(length.get('batch_gap_mean'), 1)} |")
     if summary["missing_stages"]:
         lines += ["", "Stages without results: " + ", ".join(summary["missing_stages"])]
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]

@@ -1,0 +1,437 @@
+"""Build a preference set for one of the study's conditions (or any recipe), with its datasheet.
+
+  safepref build gpt4o-self --target-greedy out/gen/greedy --out out/sets/gpt4o-self   # --chosen gpt4o implied
+  safepref build hc-self --human pku-realign --target-greedy out/gen/greedy --out out/sets/hc-self
+  safepref build stronger-self --chosen pku-safe-sft --target-greedy out/gen/greedy --out out/sets/stronger
+  safepref build self-rm --target-samples out/gen/sample --rm offline:safety-minilm --out out/sets/self-rm
+  safepref build all-rm --pool gpt4o --pool pku-safe-sft --target-samples out/gen/sample --rm length \\
+      --out out/sets/all-rm
+  safepref build original --human pku-realign --limit-prompts 32 --out out/sets/original
+
+The first argument is a recipe (original, hc-self, x-self, x-self-rm, self-rm, pool-rm) or one of the study's
+conditions (original, hc-self, gpt4o-self, stronger-self, peer-rm, all-rm, self-rm), which names its recipe.
+
+Inputs: --target-greedy / --target-samples take the output of `safepref generate` (its folder or its
+responses.jsonl; provenance and scores are kept); --chosen and --pool take any answer source (gpt4o,
+pku-safe-sft, gpt35-safety, a responses JSONL); --human any pairs source (pku-realign, pku-paper, a pairs
+file). all-rm pools the target's answers (as source "self") with the --pool sources; peer-rm pools only --pool.
+
+Prompts are matched across inputs by prompt_id. --prompts SPEC keeps only those prompts; --limit-prompts N
+keeps the N prompts with the smallest prompt_id among the prompts common to the inputs (a fixed pseudo-random
+subset, independent of file order). Without them nothing is filtered and the recipe counts unmatched prompts.
+
+Scores: recipes that compare rewards (x-self-rm, self-rm, pool-rm) score the answers that lack a score with
+--rm (hf:<id or folder>, offline:safety-minilm, length); --rescore replaces existing scores. Other recipes
+score both sides with --rm for the datasheet only.
+
+Writes, atomically, into --out: pairs.jsonl, datasheet.json, datasheet.md, summary.json (command, config,
+inputs, prompt selection, scoring, counts, drops by reason; written last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import shlex
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from safepref.errors import ConfigError, DataError
+
+INPUT_FLAGS = {"human": "--human", "target_greedy": "--target-greedy", "target_samples": "--target-samples",
+               "chosen": "--chosen", "pool": "--pool", "rm": "--rm"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe or condition name (see above)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--target-greedy", default=None, metavar="FILE",
+                        help="the target's greedy answers (safepref generate --preset paper-greedy)")
+    parser.add_argument("--target-samples", default=None, metavar="FILE",
+                        help="the target's sampled answers (safepref generate --preset paper-sample)")
+    parser.add_argument("--chosen", default=None, metavar="SOURCE",
+                        help="chosen-side answers for x-self / x-self-rm (gpt4o, pku-safe-sft, a JSONL, ...)")
+    parser.add_argument("--human", default=None, metavar="PAIRS_SPEC",
+                        help="human-labelled pairs for original / hc-self (pku-realign, pku-paper, a file)")
+    parser.add_argument("--pool", action="append", default=[], metavar="SOURCE",
+                        help="a pool source for pool-rm (repeatable); label=SPEC names it")
+    parser.add_argument("--rm", default=None, metavar="SPEC", help="reward model: hf:<id>, offline:<name>, length")
+    parser.add_argument("--rescore", action="store_true", help="score every answer with --rm, even scored ones")
+    parser.add_argument("--device", default="auto", help="device for the reward model (auto, cpu, cuda)")
+    parser.add_argument("--prompts", default=None, metavar="SPEC", help="keep only the prompts of this source")
+    parser.add_argument("--limit-prompts", type=int, default=None, metavar="N",
+                        help="keep N common prompts (smallest prompt_id first)")
+    parser.add_argument("--max-per-prompt", type=int, default=None, metavar="K",
+                        help="at most K pairs a prompt (original, hc-self, x-self, x-self-rm)")
+    parser.add_argument("--min-chars", type=int, default=None,
+                        help="self-rm / pool-rm: shortest valid answer in characters (default 5, the study's)")
+    parser.add_argument("--min-samples", type=int, default=None,
+                        help="self-rm / pool-rm: valid answers a prompt needs (default 2, the study's)")
+    parser.add_argument("--min-sources", type=int, default=2, help="pool-rm: sources a prompt needs (default 2)")
+    parser.add_argument("--tokenizer", default="auto",
+                        help="tokenizer for datasheet lengths: auto (the target model's), a model spec, or none "
+                             "(whitespace words)")
+    parser.add_argument("--refusal-phrases", default="gcg-v1", help="refusal phrase list (gcg-v1, more-is-less-v1)")
+
+
+# ------------------------------------------------------------------------------------------ resolution
+
+
+def resolve(name: str) -> tuple[str, str | None]:
+    """``(recipe, condition)`` for a recipe or condition name; ConfigError for sft or unknown names."""
+    from safepref.recipes import CONDITIONS, RECIPES
+
+    if name == "sft":
+        raise ConfigError("condition 'sft' is the starting model itself: there is no preference set to build")
+    if name in CONDITIONS:
+        return CONDITIONS[name].recipe, name  # type: ignore[return-value]
+    if name in RECIPES:
+        return name, None
+    known = sorted(set(RECIPES) | set(CONDITIONS) - {"sft"})
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown recipe or condition '{name}'.{hint} Known: {', '.join(known)}")
+
+
+def needed_inputs(recipe: str, condition: str | None) -> tuple[set[str], set[str]]:
+    """``(required, allowed)`` input names for a recipe / condition."""
+    from safepref.recipes import CONDITIONS, RECIPES
+
+    required = set(RECIPES[recipe].needs)
+    if condition is not None:
+        required |= set(CONDITIONS[condition].needs)
+    allowed = set(required)
+    if recipe == "pool-rm" and condition != "peer-rm":
+        allowed |= {"target_samples", "target_greedy"}  # the target's answers join the pool as "self"
+    if condition == "all-rm":
+        allowed |= {"target_greedy"}
+    allowed.add("rm")  # unscored recipes: datasheet scores only
+    # Answers may arrive scored (e.g. by `safepref rm score`): a missing score is caught when scoring.
+    required.discard("rm")
+    return required, allowed
+
+
+def check_inputs(args: argparse.Namespace, recipe: str, condition: str | None) -> None:
+    required, allowed = needed_inputs(recipe, condition)
+    given = {name for name in INPUT_FLAGS if getattr(args, name)}
+    what = f"condition {condition} (recipe {recipe})" if condition else f"recipe {recipe}"
+    missing = sorted(required - given)
+    if missing:
+        flags = ", ".join(INPUT_FLAGS[m] for m in missing)
+        raise ConfigError(f"{what} needs {flags}")
+    unused = sorted(given - allowed)
+    if unused:
+        flags = ", ".join(INPUT_FLAGS[u] for u in unused)
+        extra = " (peer-rm pools peers only; all-rm adds the target's answers)" if condition == "peer-rm" else ""
+        raise ConfigError(f"{what} does not use {flags}{extra}")
+    if args.limit_prompts is not None and args.limit_prompts < 1:
+        raise ConfigError("--limit-prompts must be >= 1")
+    if args.max_per_prompt is not None and args.max_per_prompt < 1:
+        raise ConfigError("--max-per-prompt must be >= 1")
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _label(spec: str) -> str:
+    """A short name for a source spec: its registered name or file stem; ``label=spec`` names it."""
+    from safepref.sources import parse_spec
+
+    if "=" in spec and not Path(spec).exists():
+        label, _ = spec.split("=", 1)
+        from safepref.sources import SOURCES
+
+        if label not in SOURCES:  # a user label, not a "name=path" source spec
+            return label
+    path = Path(spec)
+    if path.is_dir() or path.name == "responses.jsonl":
+        return path.parent.name if path.name == "responses.jsonl" else path.name
+    return parse_spec(spec).label
+
+
+def _strip_label(spec: str) -> str:
+    from safepref.sources import SOURCES
+
+    if "=" in spec and not Path(spec).exists():
+        label, rest = spec.split("=", 1)
+        if label not in SOURCES:
+            return rest
+    return spec
+
+
+def load_answers(spec: str) -> tuple[list[Any], dict[str, Any]]:
+    """Answers of a source spec. A `safepref generate` folder or a file of safepref Response records keeps
+    provenance, sample indices and scores; anything else goes through ``safepref.sources``."""
+    from safepref.records import iter_jsonl, read_records
+    from safepref.sources import load_responses
+
+    spec = _strip_label(spec)
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "responses.jsonl"
+        if not path.exists():
+            raise DataError(f"{spec} is a folder without responses.jsonl (is it a `safepref generate` output?)")
+    if path.is_file() and path.name.endswith(".jsonl"):
+        first = next(iter_jsonl(path), None)
+        if first is not None and isinstance(first[1].get("source"), dict) and "response" in first[1]:
+            records = read_records(path, "response")
+            if not records:
+                raise DataError(f"{path}: no answers in file")
+            return records, {"source": str(path), "rows": len(records), "kept": len(records), "dropped": {}}
+    records, report = load_responses(spec)
+    return records, report.as_dict()
+
+
+def _prompt_ids(records: list[Any]) -> set[str]:
+    return {r.prompt_id for r in records}
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+def score_answers(rm: Any, responses: list[Any], chunk: int = 256) -> int:
+    """Fill ``score`` (and ``meta['rm']``) of ``responses`` in place; returns how many were scored."""
+    from tqdm.auto import tqdm
+
+    from safepref.errors import SafeprefError
+
+    for start in tqdm(range(0, len(responses), chunk), desc=f"scoring ({rm.name})", unit="chunk",
+                      disable=len(responses) <= chunk):
+        part = responses[start:start + chunk]
+        scores = rm.score([r.prompt for r in part], [r.response for r in part])
+        if len(scores) != len(part):
+            raise SafeprefError(f"reward model {rm.name} returned {len(scores)} scores for {len(part)} answers")
+        for response, score in zip(part, scores, strict=True):
+            response.score = float(score)
+            response.meta = {**(response.meta or {}), "rm": rm.name}
+    return len(responses)
+
+
+def make_length_counter(args: argparse.Namespace, target_records: list[Any]) -> tuple[Any, str, str | None]:
+    """``(count, unit, note)`` for datasheet lengths (see --tokenizer)."""
+    from safepref.datasheet import token_counter
+    from safepref.models import load_tokenizer
+
+    choice = args.tokenizer
+    if choice in ("none", "whitespace"):
+        count, unit = token_counter(None)
+        return count, unit, None
+    if choice != "auto":
+        return (*token_counter(load_tokenizer(choice), name=choice), None)
+    names = sorted({str(r.source.get("name")) for r in target_records
+                    if isinstance(r.source, dict) and r.source.get("kind") == "model" and r.source.get("name")})
+    if len(names) != 1:
+        count, unit = token_counter(None)
+        why = "no target model answers" if not names else f"several target models ({', '.join(names)})"
+        return count, unit, f"{why}: lengths in whitespace words (pass --tokenizer to count tokens)"
+    try:
+        tokenizer = load_tokenizer(names[0])
+    except Exception as exc:  # noqa: BLE001 - any tokenizer failure falls back, and says so
+        count, unit = token_counter(None)
+        return count, unit, f"tokenizer of {names[0]} not loadable ({type(exc).__name__}: {str(exc)[:120]}): " \
+                            "lengths in whitespace words"
+    return (*token_counter(tokenizer, name=names[0]), None)
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _command_line() -> str:
+    """The command as typed, when this process is the `safepref build` command line."""
+    argv = sys.argv[1:]
+    if "build" in argv:
+        return "safepref " + " ".join(shlex.quote(a) for a in argv)
+    return "safepref build (called from Python; see config)"
+
+
+def run(args: argparse.Namespace) -> int:
+    from safepref import __version__
+    from safepref.config import config_hash
+    from safepref.datasheet import build_datasheet, datasheet_markdown, write_datasheet
+    from safepref.recipes import CONDITIONS, RECIPES, require_overlap
+    from safepref.records import write_json, write_jsonl
+    from safepref.refusal import phrase_set
+    from safepref.sources import load_pairs, load_prompts
+
+    started = time.time()
+    recipe, condition = resolve(args.recipe)
+    if condition == "gpt4o-self" and not args.chosen:
+        args.chosen = "gpt4o"  # the condition names its source
+    check_inputs(args, recipe, condition)
+    phrases = phrase_set(args.refusal_phrases)
+    if condition == "gpt4o-self" and args.chosen and _label(args.chosen) != "gpt4o":
+        print(f"note: condition gpt4o-self with --chosen {args.chosen} (not the gpt4o source)", file=sys.stderr)
+    rm = None
+    if args.rm:  # load first: a bad reward model name fails before any data is read
+        from safepref.reward import load_reward_model
+
+        rm = load_reward_model(args.rm, device=args.device)
+
+    # ---- load every input (label -> records)
+    inputs: dict[str, dict[str, Any]] = {}
+    human = None
+    if args.human:
+        human, report = load_pairs(args.human)
+        inputs["human"] = {"spec": args.human, "label": _label(args.human), "report": report.as_dict()}
+    answers: dict[str, list[Any]] = {}  # role or pool label -> answers
+    for role in ("target_greedy", "target_samples"):
+        spec = getattr(args, role)
+        if spec:
+            answers[role], report = load_answers(spec)
+            inputs[role] = {"spec": spec, "label": _label(spec), "report": report}
+    if args.chosen:
+        answers["chosen"], report = load_answers(args.chosen)
+        inputs["chosen"] = {"spec": args.chosen, "label": _label(args.chosen), "report": report}
+    pool: dict[str, list[Any]] = {}
+    for spec in args.pool:
+        label = _label(spec)
+        if label in pool or label == "self":
+            raise ConfigError(f"two --pool sources are both named '{label}': name them with label=SPEC")
+        pool[label], report = load_answers(spec)
+        inputs[f"pool:{label}"] = {"spec": spec, "label": label, "report": report}
+    if recipe == "pool-rm":
+        own = answers.get("target_samples", []) + answers.get("target_greedy", [])
+        if own:
+            pool["self"] = own
+        if len(pool) < 2:
+            raise DataError(f"a pool needs at least 2 sources, got {len(pool)} ({', '.join(pool) or 'none'}): "
+                            "add --pool sources" + ("" if condition == "peer-rm" else " or --target-samples"))
+
+    # ---- which prompts: the ones the recipe can pair
+    def sets_of(names: list[str]) -> dict[str, set[str]]:
+        out = {}
+        for name in names:
+            records = human if name == "human" else answers[name]
+            out[f"{inputs[name]['label']} ({INPUT_FLAGS[name]})"] = _prompt_ids(records)
+        return out
+
+    if recipe == "original":
+        common = _prompt_ids(human)  # type: ignore[arg-type]
+    elif recipe == "hc-self":
+        common = require_overlap(sets_of(["human", "target_greedy"]))
+    elif recipe in ("x-self", "x-self-rm"):
+        common = require_overlap(sets_of(["chosen", "target_greedy"]))
+    elif recipe == "self-rm":
+        common = _prompt_ids(answers["target_samples"])
+    else:
+        sources_of: Counter = Counter()
+        for records in pool.values():
+            sources_of.update(_prompt_ids(records))
+        common = {pid for pid, n in sources_of.items() if n >= args.min_sources}
+        if not common:
+            sizes = ", ".join(f"{label} ({len(_prompt_ids(rs))} prompts)" for label, rs in pool.items())
+            raise DataError(f"no prompt is answered by {args.min_sources} or more pool sources: {sizes}")
+    selection: dict[str, Any] = {"common_prompts": len(common)}
+    keep: set[str] | None = None
+    if args.prompts:
+        wanted, report = load_prompts(args.prompts)
+        keep = {p.prompt_id for p in wanted}
+        if not common & keep:
+            raise DataError(f"none of the {len(keep)} prompts of --prompts {args.prompts} is among the "
+                            f"{len(common)} prompts common to the inputs")
+        selection["prompts"] = {"spec": args.prompts, "prompts": len(keep)}
+        common &= keep
+    if args.limit_prompts is not None:
+        keep = set(sorted(common)[: args.limit_prompts])
+        common &= keep
+        selection["limit_prompts"] = args.limit_prompts
+    selection["selected_prompts"] = len(common) if keep is not None else None
+    if keep is not None:  # filter every input to the kept prompts, counting what is left out
+        if human is not None:
+            inputs["human"]["not_selected"] = sum(p.prompt_id not in keep for p in human)
+            human = [p for p in human if p.prompt_id in keep]
+        for name in list(answers):
+            inputs[name]["not_selected"] = sum(r.prompt_id not in keep for r in answers[name])
+            answers[name] = [r for r in answers[name] if r.prompt_id in keep]
+        for label in list(pool):
+            if label != "self":
+                inputs[f"pool:{label}"]["not_selected"] = sum(r.prompt_id not in keep for r in pool[label])
+            pool[label] = [r for r in pool[label] if r.prompt_id in keep]
+
+    # ---- scores
+    scoring: dict[str, Any] = {"rm": rm.name if rm else None}
+    if RECIPES[recipe].scored:
+        compared = [r for records in (pool.values() if recipe == "pool-rm" else
+                                      [answers.get(k, []) for k in ("chosen", "target_greedy", "target_samples")])
+                    for r in records if r.prompt_id in common]
+        todo = [r for r in compared if r.score is None or args.rescore]
+        if todo and rm is None:
+            raise ConfigError(f"recipe {recipe} compares reward scores and {len(todo)} answers have none: "
+                              "pass --rm SPEC (hf:<id or folder>, offline:safety-minilm, length)")
+        scoring["scored_now"] = score_answers(rm, todo) if todo else 0
+        scoring["kept_existing_scores"] = len(compared) - len(todo)
+
+    # ---- the recipe
+    function = RECIPES[recipe].function
+    if recipe == "original":
+        pairs, drops = function(human, max_per_prompt=args.max_per_prompt)
+    elif recipe == "hc-self":
+        pairs, drops = function(human, answers["target_greedy"], max_per_prompt=args.max_per_prompt)
+    elif recipe == "x-self":
+        pairs, drops = function(answers["chosen"], answers["target_greedy"], max_per_prompt=args.max_per_prompt,
+                                recipe=condition or "x-self")
+    elif recipe == "x-self-rm":
+        pairs, drops = function(answers["chosen"], answers["target_greedy"], max_per_prompt=args.max_per_prompt)
+    else:
+        limits = {k: v for k, v in (("min_chars", args.min_chars), ("min_samples", args.min_samples))
+                  if v is not None}
+        if recipe == "self-rm":
+            pairs, drops = function(answers["target_samples"], **limits)
+        else:
+            pairs, drops = function(pool, min_sources=args.min_sources, **limits)
+    if rm is not None and not RECIPES[recipe].scored and pairs:
+        from safepref.reward import score_pairs
+
+        chosen_scores, rejected_scores = score_pairs(rm, pairs)
+        for pair, c, r in zip(pairs, chosen_scores, rejected_scores, strict=True):
+            pair.chosen_meta.update(score=float(c), rm=rm.name)
+            pair.rejected_meta.update(score=float(r), rm=rm.name)
+        scoring["scored_pairs_for_datasheet"] = len(pairs)
+    if not pairs:
+        raise DataError(f"recipe {recipe} made no pair (dropped: {dict(drops) or 'nothing'}); nothing written")
+
+    # ---- outputs
+    target_records = answers.get("target_greedy", []) + answers.get("target_samples", [])
+    count, unit, length_note = make_length_counter(args, target_records)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    info = CONDITIONS.get(condition) if condition else None
+    sheet = build_datasheet(pairs, drops, recipe=recipe, condition=condition, count_tokens=count, length_unit=unit,
+                            refusal_phrases=phrases,
+                            extra={"inputs": {k: {kk: vv for kk, vv in v.items() if kk != "report"}
+                                              for k, v in inputs.items()},
+                                   "paper": None if info is None else {"label": info.label, "chosen": info.chosen,
+                                                                       "rejected": info.rejected}})
+    if length_note:
+        sheet["length"]["note"] = length_note
+    seen = getattr(rm, "seen_prompt_ids", None) if rm is not None else None
+    if seen and sheet.get("reward"):
+        # Scores on prompts the reward model was trained on are in-sample: say how many there are.
+        scoring["prompts_seen_in_rm_training"] = len({p.prompt_id for p in pairs} & set(seen))
+        sheet["reward"]["prompts_seen_in_rm_training"] = scoring["prompts_seen_in_rm_training"]
+    out = Path(args.out)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    write_datasheet(out, sheet)
+    summary = {
+        "command": _command_line(),
+        "recipe": recipe,
+        "condition": condition,
+        "config": config,
+        "hash": config_hash(config),
+        "inputs": inputs,
+        "prompt_selection": selection,
+        "scoring": scoring,
+        "pairs": len(pairs),
+        "prompts": sheet["prompts"],
+        "drops": dict(sorted(drops.items())),
+        "seconds": round(time.time() - started, 2),
+        "versions": {"safepref": __version__},
+    }
+    write_json(out / "summary.json", summary)
+    print(datasheet_markdown(sheet), end="")
+    print(json.dumps({"pairs": len(pairs), "prompts": sheet["prompts"], "drops": summary["drops"]}))
+    print(f"wrote {out}/pairs.jsonl, datasheet.json, datasheet.md, summary.json")
+    return 0

@@ -1,0 +1,209 @@
+"""Evaluate a model: jailbreak attack success rate, over-refusal, general capability.
+
+  safepref eval jailbreak --model smollm2-135m-instruct --prompts advbench:100 --judge keyword \\
+      --judge classifier --out out/jb
+  safepref eval jailbreak --answers out/jb/answers.jsonl --judge rubric --judge-model gpt-4o --out out/jb
+  safepref eval jailbreak --answers out/jb/answers.jsonl --judge rubric --judge-model local \\
+      --judge-base-url http://127.0.0.1:8000/v1 --out out/jb
+  safepref eval refusal --model smollm2-135m-instruct --out out/xstest
+  safepref eval train-judge --compare
+  safepref eval general --model smollm2-135m-instruct --tasks safepref_basic_mc --out out/general
+
+Judges: keyword[:<phrase list>], rubric[:<model>], classifier, hf-classifier:<folder or hub id>.
+Each sub-command has its own --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _add_generation(parser: argparse.ArgumentParser) -> None:
+    from safepref.generate import PRESETS
+
+    group = parser.add_argument_group("answers (generate with --model, or read with --answers)")
+    group.add_argument("--model", default=None, help="hub id, local folder, or smollm2-135m-instruct")
+    group.add_argument("--answers", default=None,
+                       help="judge saved answers instead (answers.jsonl, or a file with prompt/response)")
+    group.add_argument("--out", required=True, help="output folder")
+    group.add_argument("--limit", type=int, default=None, help="only the first N prompts (per set for refusal)")
+    group.add_argument("--preset", default="paper-eval", choices=sorted(PRESETS),
+                       help="generation settings (default paper-eval: Alpaca template, greedy, 512 tokens)")
+    group.add_argument("--config", default=None, help="YAML of generation settings (over the preset)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override one generation setting, e.g. --set max_new_tokens=128")
+    group.add_argument("--prompt-format", default=None, choices=["alpaca", "chat", "raw"],
+                       help="prompt wrapping (default: the preset's, alpaca)")
+    group.add_argument("--backend", default=None, help="hf, openai or fast (default: fast on a GPU, else hf)")
+    group.add_argument("--base-url", default=None, help="openai backend: endpoint of the evaluated model")
+    group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai backend: key variable")
+    group.add_argument("--concurrency", type=int, default=8, help="openai backend: parallel requests")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    group.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    group.add_argument("--overwrite", action="store_true", help="replace a different generation run in --out")
+
+
+def _add_judge_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("judge options")
+    group.add_argument("--phrases", default="gcg-v1", help="keyword: refusal phrase list (gcg-v1, more-is-less-v1)")
+    group.add_argument("--judge-model", default="gpt-4o", help="rubric/llm: model name at the endpoint")
+    group.add_argument("--judge-base-url", default=None,
+                       help="rubric/llm: OpenAI-compatible endpoint (default: OpenAI's API)")
+    group.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
+                       help="rubric/llm: the environment variable holding the key")
+    group.add_argument("--judge-concurrency", type=int, default=8, help="rubric/llm: parallel requests")
+    group.add_argument("--judge-retries", type=int, default=5, help="rubric/llm: retries per request")
+    group.add_argument("--judge-timeout", type=float, default=60.0, help="rubric/llm: seconds per request")
+    group.add_argument("--judge-template", default=None,
+                       help="rubric: template name (rubric_v1) or a file with {goal} and {answer}")
+    group.add_argument("--judge-max-tokens", type=int, default=512, help="rubric/llm: reply length limit")
+    group.add_argument("--judge-extra", default=None,
+                       help='rubric/llm: JSON of extra request fields, e.g. \'{"grammar": "..."}\' (local servers)')
+    group.add_argument("--judge-cache", default=None,
+                       help="rubric/llm: request cache folder (default $SAFEPREF_CACHE/judges/api)")
+    group.add_argument("--hf-template", default=None,
+                       help="hf-classifier (causal LM): prompt template file with {goal} and {answer}")
+    group.add_argument("--judge-device", default="auto", help="hf-classifier: device")
+    group.add_argument("--judge-batch-size", type=int, default=8, help="hf-classifier: batch size")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command", metavar="EVAL")
+    sub.required = True
+
+    from safepref.evaluate import jailbreak, refusal_eval
+
+    jb = sub.add_parser("jailbreak", help="attack success rate on harmful prompts, by several judges",
+                        description=jailbreak.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_generation(jb)
+    jb.add_argument("--prompts", default=jailbreak.DEFAULT_PROMPTS,
+                    help="prompt source (advbench:100, harmbench, xstest-unsafe, donotanswer, a file)")
+    jb.add_argument("--prompt-field", default="prompt", help="prompt column of a plain prompts/answers file")
+    jb.add_argument("--response-field", default="response", help="answer column of a plain answers file")
+    jb.add_argument("--judge", dest="judges", action="append", default=None, metavar="JUDGE",
+                    help="repeatable: keyword[:<list>], rubric[:<model>], classifier, hf-classifier:<folder> "
+                         f"(default: {' and '.join(jailbreak.DEFAULT_JUDGES)})")
+    _add_judge_options(jb)
+    jb.set_defaults(_eval=_run_jailbreak)
+
+    rf = sub.add_parser("refusal", help="over-refusal on XSTest: refusal rate (safe), compliance (unsafe)",
+                        description=refusal_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_generation(rf)
+    rf.add_argument("--safe-prompts", default=refusal_eval.SAFE_PROMPTS, help="prompts a model should answer")
+    rf.add_argument("--unsafe-prompts", default=refusal_eval.UNSAFE_PROMPTS, help="prompts it should refuse")
+    rf.add_argument("--detector", dest="detectors", action="append", default=None, metavar="DETECTOR",
+                    help=f"repeatable: {', '.join(refusal_eval.DETECTORS)} "
+                         f"(default: {' and '.join(refusal_eval.DEFAULT_DETECTORS)})")
+    _add_judge_options(rf)
+    rf.set_defaults(_eval=_run_refusal)
+
+    from safepref.evaluate import harm_classifier
+
+    tj = sub.add_parser("train-judge", help="train the offline harmfulness classifier on GPTFuzz",
+                        description=harm_classifier.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tj.add_argument("--recipe", default=harm_classifier.DEFAULT_RECIPE, choices=list(harm_classifier.RECIPES),
+                    help="feature blocks of the classifier")
+    tj.add_argument("--data", default=None, help="folder with train.csv/evaluate.csv (default $SAFEPREF_DATA/gptfuzz)")
+    tj.add_argument("--out", default=None,
+                    help="save here (default: $SAFEPREF_CACHE/judges/classifier, the judge named 'classifier')")
+    tj.add_argument("--compare", action="store_true", help="train and measure every recipe (nothing is saved)")
+    tj.add_argument("--force", action="store_true", help="retrain even when a trained judge exists")
+    tj.set_defaults(_eval=_run_train_judge)
+
+    general_help = "general capability through lm-evaluation-harness"
+    try:
+        from safepref.evaluate import general
+    except ImportError:
+        general = None
+    if general is not None and hasattr(general, "add_general_arguments"):
+        gp = sub.add_parser("general", help=general_help, description=general.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        general.add_general_arguments(gp)
+        gp.set_defaults(_eval=lambda args: general.run_general(args))
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from safepref.errors import ConfigError
+    from safepref.evaluate.judges import JudgeSettings
+
+    extra = None
+    if args.judge_extra:
+        try:
+            extra = json.loads(args.judge_extra)
+        except ValueError as exc:
+            raise ConfigError(f"--judge-extra is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ConfigError("--judge-extra must be a JSON object")
+    return JudgeSettings(phrases=args.phrases, rubric_model=args.judge_model, base_url=args.judge_base_url,
+                         api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency,
+                         max_retries=args.judge_retries, timeout=args.judge_timeout,
+                         rubric_template=args.judge_template, rubric_max_tokens=args.judge_max_tokens,
+                         rubric_extra_body=extra, cache_dir=args.judge_cache, hf_template=args.hf_template,
+                         device=args.judge_device, batch_size=args.judge_batch_size)
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(model=args.model, answers=args.answers, limit=args.limit, preset=args.preset,
+                config_path=args.config, overrides=args.overrides, prompt_format=args.prompt_format,
+                backend=args.backend, overwrite=args.overwrite,
+                backend_options={"base_url": args.base_url, "api_key_env": args.api_key_env,
+                                 "concurrency": args.concurrency, "device": args.device, "dtype": args.dtype,
+                                 "trust_remote_code": args.trust_remote_code})
+
+
+def _run_jailbreak(args: argparse.Namespace) -> int:
+    from safepref.evaluate import jailbreak
+
+    metrics = jailbreak.run_jailbreak(args.out, judges=args.judges or list(jailbreak.DEFAULT_JUDGES),
+                                      prompts=args.prompts, prompt_field=args.prompt_field,
+                                      response_field=args.response_field,
+                                      judge_settings=_settings(args), **_generation_kwargs(args))
+    print(f"{metrics['counts']['answers']} answers to {metrics['counts']['prompts']} prompts")
+    print(jailbreak.format_metrics(metrics))
+    print(f"wrote {args.out}/metrics.json, {args.out}/per_answer.jsonl, {args.out}/judgments/")
+    return 0
+
+
+def _run_refusal(args: argparse.Namespace) -> int:
+    from safepref.evaluate import refusal_eval
+
+    metrics = refusal_eval.run_refusal(args.out, detectors=args.detectors or list(refusal_eval.DEFAULT_DETECTORS),
+                                       safe_prompts=args.safe_prompts, unsafe_prompts=args.unsafe_prompts,
+                                       judge_settings=_settings(args), **_generation_kwargs(args))
+    print(refusal_eval.format_metrics(metrics))
+    print(f"wrote {args.out}/metrics.json, {args.out}/refusals.jsonl")
+    return 0
+
+
+def _run_train_judge(args: argparse.Namespace) -> int:
+    from safepref.evaluate import harm_classifier as hc
+
+    keys = ("accuracy", "precision", "recall", "f1", "n")
+    if args.compare:
+        results = hc.compare_recipes(data_dir=args.data)
+        print(f"{'recipe':<18} " + " ".join(f"{k:>9}" for k in (*keys, "seconds")))
+        for recipe, m in results.items():
+            print(f"{recipe:<18} " + " ".join(f"{m[k]:>9}" for k in (*keys, "seconds")))
+        print("(trained on GPTFuzz train, measured on its evaluate split; nothing saved)")
+        return 0
+    folder = args.out or hc.default_folder()
+    if not args.force and args.out is None and (hc.default_folder() / "meta.json").exists():
+        classifier = hc.load_default_classifier(train_if_missing=False)
+        if classifier.meta.get("version") == hc.CLASSIFIER_VERSION and classifier.recipe == args.recipe:
+            print(f"already trained ({folder}); --force retrains")
+            print(json.dumps({k: classifier.meta["validation"][k] for k in keys}))
+            return 0
+    classifier = hc.train_classifier(args.recipe, args.data)
+    classifier.save(folder)
+    validation = classifier.meta["validation"]
+    print(f"trained {args.recipe} on {classifier.meta['train']['rows']} answers "
+          f"in {classifier.meta['train_seconds']} s; saved to {folder}")
+    print("validation (GPTFuzz evaluate split): " + json.dumps({k: validation[k] for k in keys}))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._eval(args) or 0)

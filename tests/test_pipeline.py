@@ -1,0 +1,104 @@
+"""`safepref run`: validation before heavy work, every shipped config, and a whole run on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safepref.cli import main
+from safepref.errors import ConfigError
+from safepref.pipeline import build_stages, load_experiment, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").glob("quickstart.yaml")) + sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_experiment_config_validates(path, tmp_path):
+    rows = run_experiment(path, out=tmp_path, dry_run=True)
+    names = [r["stage"] for r in rows]
+    assert names[0] == "prompts" and names[-1] == "report"
+    exp = load_experiment(path)
+    for condition in exp.conditions:
+        assert f"eval/{condition}" in names
+        if condition != "sft":
+            assert f"build/{condition}" in names and f"train/{condition}" in names
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_bad_experiments_fail_before_any_work(tmp_path):
+    base = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    with pytest.raises(ConfigError, match="unknown condition 'self-rn' \\(did you mean 'self-rm'\\?\\)"):
+        load_experiment(_write(tmp_path, {**base, "conditions": ["sft", "self-rn"]}))
+    with pytest.raises(ConfigError, match="condition 'gpt4o-self' needs GPT-4o answers"):
+        load_experiment(_write(tmp_path, {**base, "roles": {"stronger": "alpaca-7b"}, "conditions": ["gpt4o-self"]}))
+    with pytest.raises(ConfigError, match="'roles.peers': 'llama' is not a name under `answers`"):
+        load_experiment(_write(tmp_path, {**base, "roles": {"peers": ["llama", "gpt4o"]}}))
+    with pytest.raises(ConfigError, match="unknown config field 'trian' \\(did you mean 'train'\\?\\)"):
+        load_experiment(_write(tmp_path, {**base, "trian": {}}))
+    code = main(["run", str(_write(tmp_path, {**base, "conditions": ["bogus"]})), "--dry-run"])
+    assert code == 1
+
+
+def test_changing_one_setting_recomputes_only_downstream(tmp_path):
+    path = ROOT / "configs" / "quickstart.yaml"
+    before = {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True)}
+    after = {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True,
+                                                          overrides=["train.set.beta=0.2"])}
+    changed = {name for name in before if before[name] != after[name]}
+    assert "generate/self-sample" not in changed and "build/self-rm" not in changed and "audit" not in changed
+    assert {"train/self-rm", "eval/self-rm", "report"} <= changed and "eval/sft" not in changed
+
+
+@pytest.mark.slow
+def test_whole_run_on_a_tiny_model_and_resume(tiny_model_dir, data_root, tmp_path):
+    experiment = {
+        "name": "tiny",
+        "target": str(tiny_model_dir),
+        "conditions": ["sft", "hc-self", "gpt4o-self", "original", "self-rm"],
+        "prompts": {"source": "pku-realign", "limit": 6, "covered_by": ["gpt4o"]},
+        "human": "pku-realign",
+        "answers": {"gpt4o": {"source": "gpt4o"}},
+        "roles": {"gpt4o": "gpt4o"},
+        "reward_model": "length",
+        # no_repeat_ngram_size=1: a random tiny model otherwise repeats one token (often a newline)
+        "generation": {"greedy": {"max_new_tokens": 12, "no_repeat_ngram_size": 1},
+                       "sample": {"max_new_tokens": 12, "num_samples": 3, "no_repeat_ngram_size": 1}},
+        "train": {"config": str(ROOT / "configs" / "train" / "dpo-smollm2-lora.yaml"),
+                  "set": {"max_steps": 2, "per_device_train_batch_size": 2}},
+        "evaluate": {"jailbreak": {"prompts": "advbench:4", "judges": ["keyword"],
+                                   "set": {"max_new_tokens": 8, "no_repeat_ngram_size": 1}},
+                     "refusal": {"safe": "xstest-safe:4", "unsafe": "xstest-unsafe:2", "set": {"max_new_tokens": 8}}},
+        "audit": {"representations": ["hidden:auto", "length", "refusal"], "folds": 2, "bootstrap": 20},
+        "device": "cpu",
+    }
+    path = _write(tmp_path, experiment)
+    out = tmp_path / "run"
+    results = run_experiment(path, out=out)
+    assert set(results) >= {"prompts", "build/hc-self", "train/self-rm", "eval/sft", "audit", "report"}
+    summary = json.loads((out / "summary.json").read_text())
+    for condition in experiment["conditions"]:
+        row = summary["conditions"][condition]
+        assert 0.0 <= row["jailbreak"]["asr"]["keyword"] <= 1.0, condition
+        assert set(row["refusal"]["safe"]["refusal_rate"]) == {"keyword", "opening"}
+        if condition != "sft":
+            assert row["datasheet"]["rows"] > 0 and row["train"]["monitor"]["total_steps"] == 2
+            assert row["audit"]["best_auc"] is not None
+    assert (out / "report.md").read_text().startswith("# safepref report: tiny")
+    assert "asr.png" in summary["figures"]
+    # A rerun is all cached; a changed evaluation setting reruns evaluation and the report only.
+    rows = run_experiment(path, out=out, dry_run=True)
+    assert all(r["cached"] for r in rows)
+    rows = run_experiment(path, out=out, dry_run=True, overrides=["evaluate.jailbreak.prompts=advbench:3"])
+    assert {r["stage"] for r in rows if not r["cached"]} == {f"eval/{c}" for c in experiment["conditions"]} | {
+        "report"}
+    stages = build_stages(load_experiment(path), out)
+    assert len(stages) == len(rows)
