@@ -213,8 +213,12 @@ def test_offline_rm_limit_and_empty_training(tmp_path):
     from safepref.reward.offline import train_offline_rm
 
     pairs_file, labels_file = _synthetic(tmp_path)
-    _, meta = train_offline_rm(_config(pairs_file, labels_file, limit=5))
-    assert meta["sizes"]["train_pairs"] == 5 and meta["sizes"]["train_labelled"] == 5
+    _, meta = train_offline_rm(_config(pairs_file, labels_file, limit=30))
+    sizes = meta["sizes"]
+    assert sizes["train_pairs"] + sizes["dev_pairs"] + sizes["test_pairs"] == 30
+    assert sizes["train_labelled"] + sizes["test_labelled"] <= 30 and sizes["train_labelled"] > 0
+    with pytest.raises(DataError, match="dev split holds no pairs"):
+        train_offline_rm(_config(pairs_file, labels_file, limit=1))
     with pytest.raises(ConfigError, match="dev_fraction"):
         _config(pairs_file, labels_file, dev_fraction=0.0)
 

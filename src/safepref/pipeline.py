@@ -195,6 +195,8 @@ def _call(argv: list[str]) -> None:
 
     print("  $ safepref " + shlex.join(argv), flush=True)
     code = main(argv)
+    if code == 130:  # the user pressed Ctrl-C inside the stage: stop the whole run the same way
+        raise KeyboardInterrupt
     if code != 0:
         raise SafeprefError(f"stage command failed (exit {code}): safepref {shlex.join(argv)}")
 

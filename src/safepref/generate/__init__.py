@@ -49,7 +49,7 @@ class GenerationConfig:
     prompt_format: str = field("chat", help="chat (chat template), raw (text as is) or alpaca (study's eval)")
     system_prompt: str | None = field(None, help="system message for chat prompting (None = model default)")
     shard_size: int | None = field(None, help="prompts per output shard; a killed run redoes at most one "
-                                              "shard (None = 4 batches, at least 32)")
+                                              "shard (None = 2 batches)")
 
     def __post_init__(self) -> None:
         require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
@@ -196,7 +196,7 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
     todo.sort(key=lambda p: (len(p.text), p.prompt_id))
     # The fast backend needs hundreds of prompts a call to fill a GPU; the hf loop wants a handful.
     batch_size = config.batch_size or getattr(backend, "default_batch_size", 8)
-    shard_size = config.shard_size or max(32, 4 * batch_size)
+    shard_size = config.shard_size or 2 * batch_size
 
     provenance = {**backend.describe(), "kind": "model", "generation": identity["generation"]}
     started = time.time()

@@ -11,7 +11,7 @@ Model, top to bottom:
    so a killed run resumes and evaluation reuses what training embedded.
 2. Features: ``concat`` = [p, r, p*r] (default), ``response`` = r, or ``joint`` = embedding of
    "prompt\\n\\nresponse"; standardized with the training mean and std.
-3. Head: linear (``hidden=0``) or one hidden layer; one logit = the reward.
+3. Head: one hidden layer of 256 GELU units (default) or linear (``hidden=0``); one logit = the reward.
 4. Loss: Bradley-Terry on pairs, ``-log sigmoid(s(chosen) - s(rejected))``, plus (weighted) logistic loss on
    labelled answers (safe = 1). The epoch with the best dev-split pairwise accuracy is kept.
 
@@ -498,18 +498,20 @@ class OfflineRMConfig:
                                help="sources whose prompts are never trained on (evaluation sets)")
     embedder: str = field("all-MiniLM-L6-v2", help="all-MiniLM-L6-v2 or hashing (bag of words, for tests)")
     features: str = field("concat", help="concat = [p, r, p*r]; response = r; joint = emb(prompt + response)")
-    hidden: int = field(0, help="hidden units of the head; 0 = linear (logistic / Bradley-Terry)")
+    hidden: int = field(256, help="hidden units of the head; 0 = linear (logistic / Bradley-Terry)")
     dropout: float = field(0.1, help="dropout of the hidden layer (hidden > 0)")
     pair_weight: float = field(1.0, help="weight of the pair (Bradley-Terry) loss; 0 = a safe/unsafe classifier")
     label_weight: float = field(1.0, help="weight of the labelled-answer (logistic) loss")
-    epochs: int = field(40, help="passes over the training data; the best dev epoch is kept")
+    epochs: int = field(40, help="at most this many passes over the training data; the best dev epoch is kept")
+    patience: int = field(8, help="stop after this many epochs without a better dev accuracy")
     batch_size: int = field(256, help="pairs (and as many labelled answers) per step")
     lr: float = field(1e-3, help="AdamW learning rate")
     weight_decay: float = field(1e-2, help="AdamW weight decay")
     dev_fraction: float = field(0.1, help="share of prompts for the dev split (epoch selection)")
     test_fraction: float = field(0.2, help="share of prompts held out for testing (never seen)")
     seed: int = field(0, help="seed of the prompt split and of training")
-    limit: int | None = field(None, help="at most this many training pairs and labelled answers per source")
+    limit: int | None = field(None, help="read at most this many rows of each source (before the split): "
+                                         "a quick, smaller run")
     max_prompt_chars: int = field(1000, help="longer prompts keep their last characters (dialogues)")
 
     def __post_init__(self) -> None:
@@ -523,6 +525,7 @@ class OfflineRMConfig:
         require(self.label_weight >= 0, "label_weight", "must be >= 0")
         require(self.pair_weight > 0 or self.label_weight > 0, "pair_weight", "pair or label weight must be > 0")
         require(self.epochs >= 1, "epochs", "must be >= 1")
+        require(self.patience >= 1, "patience", "must be >= 1")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.lr > 0, "lr", "must be positive")
         require(0 < self.dev_fraction < 1, "dev_fraction", "must be in (0, 1)")
@@ -561,26 +564,20 @@ def _split_data(config: OfflineRMConfig, report: dict[str, Any]) -> dict[str, _S
     for spec in config.pairs:
         pairs, _ = load_pairs(spec)
         counter = counts.setdefault(f"pairs:{spec}", Counter())
-        for pair in pairs:
+        for pair in pairs[:config.limit]:
             if user_turn_ids(pair) & excluded:
                 counter["excluded_eval_prompt"] += 1
                 continue
             split = split_of(pair.prompt_id, config.fractions, config.seed)
-            if split == "train" and config.limit is not None and counter["train"] >= config.limit:
-                counter["over_limit"] += 1
-                continue
             counter[split] += 1
             splits[split].pairs.append(pair)
     for spec in config.labels:
         counter = counts.setdefault(f"labels:{spec}", Counter())
-        for item in load_labelled(spec):
+        for item in load_labelled(spec)[:config.limit]:
             if item.prompt_id in excluded:
                 counter["excluded_eval_prompt"] += 1
                 continue
             split = split_of(item.prompt_id, config.fractions, config.seed)
-            if split == "train" and config.limit is not None and counter["train"] >= config.limit:
-                counter["over_limit"] += 1
-                continue
             counter[split] += 1
             splits[split].labelled.append(item)
     report["data"] = {k: dict(v) for k, v in counts.items()}
@@ -694,7 +691,8 @@ def train_offline_rm(config: OfflineRMConfig, embedder: Embedder | None = None, 
 
 def _fit(config: OfflineRMConfig, dim: int, tc: Any, tr: Any, tl: Any, yl: Any, dc: Any,
          dr: Any) -> tuple[Any, tuple[float, int, dict[str, Any]], list[dict[str, Any]]]:
-    """AdamW on Bradley-Terry pair loss + weighted logistic loss; keeps the epoch with the best dev accuracy.
+    """AdamW on Bradley-Terry pair loss + weighted logistic loss; keeps the epoch with the best dev accuracy
+    and stops after ``patience`` epochs without improvement.
 
     ``tc``/``tr``: (P, d) chosen/rejected features, ``tl``: (L, d) labelled features with targets ``yl``
     (L,), ``dc``/``dr``: dev pairs.
@@ -743,6 +741,8 @@ def _fit(config: OfflineRMConfig, dim: int, tc: Any, tr: Any, tl: Any, yl: Any, 
         history.append({"epoch": epoch + 1, "loss": total / steps, "dev_accuracy": dev_acc})
         if dev_acc > best[0]:
             best = (dev_acc, epoch + 1, {k: v.detach().clone() for k, v in head.state_dict().items()})
+        elif epoch + 1 - best[1] >= config.patience:
+            break
     head.load_state_dict(best[2])
     head.eval()
     return head, best, history
