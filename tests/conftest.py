@@ -17,7 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# $SAFEPREF_DATA when set (scripts/test.sh sets it), else ../shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("SAFEPREF_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
