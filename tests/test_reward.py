@@ -231,6 +231,11 @@ def test_broken_artifact_is_a_model_error(tmp_path):
         OfflineRewardModel.load(tmp_path)
     with pytest.raises(ModelError, match="no rm.json"):
         OfflineRewardModel.load(tmp_path / "missing")
+    (tmp_path / "rm.json").write_text(json.dumps({"format": "safepref-offline-rm", "format_version": 1,
+                                                  "feature_dim": 4, "config": {"hidden": 0, "dropout": 0.0}}))
+    (tmp_path / "head.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="malformed"):
+        OfflineRewardModel.load(tmp_path)
 
 
 def test_load_labelled_guardreasoner_format_and_errors(tmp_path):

@@ -35,12 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--features", default=None, help="concat, response or joint")
     train.add_argument("--embedder", default=None, help="all-MiniLM-L6-v2 or hashing")
     train.add_argument("--hidden", type=int, default=None, help="hidden units of the head (0 = linear)")
-    train.add_argument("--limit", type=int, default=None, help="training pairs / labelled answers per source")
+    train.add_argument("--limit", type=int, default=None, help="read at most N rows of each source (quick run)")
     train.add_argument("--seed", type=int, default=None, help="split and training seed")
     train.add_argument("--threads", type=int, default=None,
                        help="CPU threads for torch (1 is often fastest on a busy machine)")
     train.add_argument("--device", default="auto", help="where the embedder runs: auto, cpu, cuda")
     train.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    train.epilog = ("Every field of OfflineRMConfig (safepref/reward/offline.py) can be set with --set or --config: "
+                    "embedder, features, hidden, dropout, pair_weight, label_weight, epochs, patience, batch_size, "
+                    "lr, weight_decay, dev_fraction, test_fraction, seed, limit, exclude, max_prompt_chars.")
 
     evaluate = sub.add_parser("eval", help="pairwise accuracy of a reward model on a preference set")
     evaluate.add_argument("--rm", required=True, help="reward model spec")

