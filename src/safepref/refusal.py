@@ -41,6 +41,9 @@ class PhraseSet:
     def __len__(self) -> int:
         return len(self.phrases)
 
+    def __contains__(self, phrase: object) -> bool:
+        return phrase in self.phrases
+
 
 _GCG_PHRASES = (
     "I'm sorry",

@@ -237,6 +237,57 @@ def make_length_counter(args: argparse.Namespace, target_records: list[Any]) -> 
     return (*token_counter(tokenizer, name=names[0]), None)
 
 
+# ------------------------------------------------------------------------------------------ prompts, recipe
+
+
+def common_prompts(recipe: str, min_sources: int, human: list[Any] | None, answers: dict[str, list[Any]],
+                   pool: dict[str, list[Any]], inputs: dict[str, dict[str, Any]]) -> set[str]:
+    """The prompts the recipe can pair; DataError naming each input and its size when there are none."""
+    from safepref.recipes import require_overlap
+
+    def sets_of(names: list[str]) -> dict[str, set[str]]:
+        return {f"{inputs[n]['label']} ({INPUT_FLAGS[n]})": _prompt_ids(human if n == "human" else answers[n])
+                for n in names}
+
+    if recipe == "original":
+        return _prompt_ids(human or [])
+    if recipe == "hc-self":
+        return require_overlap(sets_of(["human", "target_greedy"]))
+    if recipe in ("x-self", "x-self-rm"):
+        return require_overlap(sets_of(["chosen", "target_greedy"]))
+    if recipe == "self-rm":
+        return _prompt_ids(answers["target_samples"])
+    sources_of: Counter = Counter()
+    for records in pool.values():
+        sources_of.update(_prompt_ids(records))
+    common = {pid for pid, n in sources_of.items() if n >= min_sources}
+    if not common:
+        sizes = ", ".join(f"{label} ({len(_prompt_ids(rs))} prompts)" for label, rs in pool.items())
+        raise DataError(f"no prompt is answered by {min_sources} or more pool sources: {sizes}")
+    return common
+
+
+def call_recipe(recipe: str, condition: str | None, args: argparse.Namespace, human: list[Any] | None,
+                answers: dict[str, list[Any]], pool: dict[str, list[Any]]) -> tuple[list[Any], Counter]:
+    """Run the recipe function on the loaded inputs with the command-line limits."""
+    from safepref.recipes import RECIPES
+
+    function = RECIPES[recipe].function
+    if recipe == "original":
+        return function(human, max_per_prompt=args.max_per_prompt)
+    if recipe == "hc-self":
+        return function(human, answers["target_greedy"], max_per_prompt=args.max_per_prompt)
+    if recipe == "x-self":  # pairs carry the condition's name (gpt4o-self / stronger-self) as their recipe
+        return function(answers["chosen"], answers["target_greedy"], max_per_prompt=args.max_per_prompt,
+                        recipe=condition or "x-self")
+    if recipe == "x-self-rm":
+        return function(answers["chosen"], answers["target_greedy"], max_per_prompt=args.max_per_prompt)
+    limits = {k: v for k, v in (("min_chars", args.min_chars), ("min_samples", args.min_samples)) if v is not None}
+    if recipe == "self-rm":
+        return function(answers["target_samples"], **limits)
+    return function(pool, min_sources=args.min_sources, **limits)
+
+
 # ------------------------------------------------------------------------------------------ run
 
 
@@ -252,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     from safepref import __version__
     from safepref.config import config_hash
     from safepref.datasheet import build_datasheet, datasheet_markdown, write_datasheet
-    from safepref.recipes import CONDITIONS, RECIPES, require_overlap
+    from safepref.recipes import CONDITIONS, RECIPES
     from safepref.records import write_json, write_jsonl
     from safepref.refusal import phrase_set
     from safepref.sources import load_pairs, load_prompts
@@ -302,29 +353,7 @@ def run(args: argparse.Namespace) -> int:
                             "add --pool sources" + ("" if condition == "peer-rm" else " or --target-samples"))
 
     # ---- which prompts: the ones the recipe can pair
-    def sets_of(names: list[str]) -> dict[str, set[str]]:
-        out = {}
-        for name in names:
-            records = human if name == "human" else answers[name]
-            out[f"{inputs[name]['label']} ({INPUT_FLAGS[name]})"] = _prompt_ids(records)
-        return out
-
-    if recipe == "original":
-        common = _prompt_ids(human)  # type: ignore[arg-type]
-    elif recipe == "hc-self":
-        common = require_overlap(sets_of(["human", "target_greedy"]))
-    elif recipe in ("x-self", "x-self-rm"):
-        common = require_overlap(sets_of(["chosen", "target_greedy"]))
-    elif recipe == "self-rm":
-        common = _prompt_ids(answers["target_samples"])
-    else:
-        sources_of: Counter = Counter()
-        for records in pool.values():
-            sources_of.update(_prompt_ids(records))
-        common = {pid for pid, n in sources_of.items() if n >= args.min_sources}
-        if not common:
-            sizes = ", ".join(f"{label} ({len(_prompt_ids(rs))} prompts)" for label, rs in pool.items())
-            raise DataError(f"no prompt is answered by {args.min_sources} or more pool sources: {sizes}")
+    common = common_prompts(recipe, args.min_sources, human, answers, pool, inputs)
     selection: dict[str, Any] = {"common_prompts": len(common)}
     keep: set[str] | None = None
     if args.prompts:
@@ -366,23 +395,7 @@ def run(args: argparse.Namespace) -> int:
         scoring["kept_existing_scores"] = len(compared) - len(todo)
 
     # ---- the recipe
-    function = RECIPES[recipe].function
-    if recipe == "original":
-        pairs, drops = function(human, max_per_prompt=args.max_per_prompt)
-    elif recipe == "hc-self":
-        pairs, drops = function(human, answers["target_greedy"], max_per_prompt=args.max_per_prompt)
-    elif recipe == "x-self":
-        pairs, drops = function(answers["chosen"], answers["target_greedy"], max_per_prompt=args.max_per_prompt,
-                                recipe=condition or "x-self")
-    elif recipe == "x-self-rm":
-        pairs, drops = function(answers["chosen"], answers["target_greedy"], max_per_prompt=args.max_per_prompt)
-    else:
-        limits = {k: v for k, v in (("min_chars", args.min_chars), ("min_samples", args.min_samples))
-                  if v is not None}
-        if recipe == "self-rm":
-            pairs, drops = function(answers["target_samples"], **limits)
-        else:
-            pairs, drops = function(pool, min_sources=args.min_sources, **limits)
+    pairs, drops = call_recipe(recipe, condition, args, human, answers, pool)
     if rm is not None and not RECIPES[recipe].scored and pairs:
         from safepref.reward import score_pairs
 
