@@ -190,8 +190,8 @@ def test_classifier_judge_trains_on_first_use_then_loads(tiny_data):
     assert again.describe()["validation"]["accuracy"] == 1.0
 
 
-@pytest.mark.slow
-def test_classifier_on_real_gptfuzz_reaches_target(data_root, tmp_path):
+def test_classifier_on_real_gptfuzz_reaches_target(data_root):
+    """The issue's goal: accuracy >= 0.92 on GPTFuzz's evaluate split (about 10 s on 2 idle cores)."""
     classifier = hc.train_classifier(hc.DEFAULT_RECIPE)
     validation = classifier.meta["validation"]
     assert validation["n"] == 1540 and validation["accuracy"] >= 0.92
