@@ -26,7 +26,7 @@ word                0.953                        0.927 / 0.878 / 0.921
 char                0.954                        0.937 / 0.907 / 0.916
 word+char           0.959                        0.938 / 0.918 / 0.906
 minilm              0.907                        0.886 / 0.831 / 0.850
-minilm+word+char    -                            0.931 / 0.912 / 0.892
+minilm+word+char    0.954                        0.931 / 0.912 / 0.892
 ==================  ===========================  ==========================================
 
 MiniLM reads only the first 256 tokens and mostly English, and costs minutes of encoding on a CPU.
