@@ -211,6 +211,18 @@ def test_model_errors(tmp_path):
         make_backend("hff", "x")
 
 
+def test_embedded_gguf_can_come_from_an_environment_variable(tmp_path, monkeypatch):
+    from safepref.models import embedded_gguf
+
+    monkeypatch.setenv("SAFEPREF_SMOLLM2_GGUF", str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelError, match="SAFEPREF_SMOLLM2_GGUF=.*missing.gguf is not a file"):
+        embedded_gguf("smollm2-135m-instruct")
+    gguf = tmp_path / "SmolLM2.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setenv("SAFEPREF_SMOLLM2_GGUF", str(gguf))
+    assert embedded_gguf("smollm2-135m-instruct") == gguf
+
+
 # --------------------------------------------------------------------------------------------- generation
 
 

@@ -13,7 +13,7 @@ from safepref.errors import ConfigError
 from safepref.pipeline import build_stages, load_experiment, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "configs").glob("quickstart.yaml")) + sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "configs").glob("quickstart*.yaml")) + sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -44,8 +44,30 @@ def test_bad_experiments_fail_before_any_work(tmp_path):
         load_experiment(_write(tmp_path, {**base, "roles": {"peers": ["llama", "gpt4o"]}}))
     with pytest.raises(ConfigError, match="unknown config field 'trian' \\(did you mean 'train'\\?\\)"):
         load_experiment(_write(tmp_path, {**base, "trian": {}}))
+    with pytest.raises(ConfigError, match="'prompts.prefer'.*'gpt5' is not a name under `answers`"):
+        load_experiment(_write(tmp_path, {**base, "prompts": {"prefer": ["gpt5"]}}))
+    with pytest.raises(ConfigError, match="'max_pairs_per_prompt'.*at least 1"):
+        load_experiment(_write(tmp_path, {**base, "max_pairs_per_prompt": 0}))
     code = main(["run", str(_write(tmp_path, {**base, "conditions": ["bogus"]})), "--dry-run"])
     assert code == 1
+
+
+def test_preferred_prompts_come_first_and_the_pair_cap_reaches_build(data_root, tmp_path):
+    from safepref.graph import StageContext
+    from safepref.records import iter_jsonl
+
+    exp = load_experiment(ROOT / "configs" / "quickstart-gpu.yaml",
+                          overrides=["prompts.limit=150", "prompts.prefer=[gpt4o]"])
+    stages = {s.name: s for s in build_stages(exp, tmp_path)}
+    ctx = StageContext(out_dir=tmp_path, inputs={}, config=stages["prompts"].config)
+    summary = stages["prompts"].run(ctx)
+    # Offline GPT-4o answered 141 pku-realign prompts: all of them are among the 150, ahead of the others.
+    assert summary["prompts"] == 150 and summary["chosen_answered_by"] == {"gpt4o": 141}
+    chosen = [row["prompt_id"] for _, row in iter_jsonl(tmp_path / "prompts.jsonl")]
+    assert chosen[141:] == sorted(chosen[141:]) and chosen[:141] == sorted(chosen[:141])
+    assert stages["build/original"].config["max_per_prompt"] == 1
+    assert "max_per_prompt" not in build_stages(load_experiment(ROOT / "configs" / "quickstart.yaml"),
+                                                tmp_path)[4].config
 
 
 def test_changing_one_setting_recomputes_only_downstream(tmp_path):

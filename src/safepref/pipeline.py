@@ -50,6 +50,9 @@ class PromptsSection:
     limit: int | None = field(32, help="number of prompts (the smallest prompt_ids: a fixed pseudo-random subset)")
     covered_by: list[str] = field(default_factory=list,
                                   help="answer names (see `answers`) that must answer every chosen prompt")
+    prefer: list[str] = field(default_factory=list,
+                              help="answer names whose prompts are chosen first (most of them answering first), "
+                                   "then the rest: larger runs keep every prompt a sparse source answered")
 
     def __post_init__(self) -> None:
         require(self.limit is None or self.limit >= 2, "prompts.limit", "must be at least 2")
@@ -142,6 +145,8 @@ class ExperimentConfig:
         default_factory=dict, help="for an offline:<name> reward model: train it inside the run with these "
                                    "`safepref rm train` options (e.g. {limit: 2000}); None = use a trained one")
     generation: GenerationSection = field(default_factory=GenerationSection, help="the target's generation")
+    max_pairs_per_prompt: int | None = field(None, help="at most this many pairs per prompt in every preference "
+                                                        "set (1 = equal weight per prompt); None = no cap")
     train: TrainSection = field(default_factory=TrainSection, help="DPO")
     evaluate: EvaluateSection = field(default_factory=EvaluateSection, help="evaluations")
     audit: AuditSection | None = field(default_factory=AuditSection, help="separability audit (None = skip)")
@@ -156,14 +161,17 @@ class ExperimentConfig:
                 raise ConfigError(f"config field 'conditions': unknown condition '{condition}'{hint}; "
                                   f"known: {', '.join(CONDITION_ORDER)}")
         require(len(set(self.conditions)) == len(self.conditions), "conditions", "a condition is listed twice")
+        require(self.max_pairs_per_prompt is None or self.max_pairs_per_prompt >= 1, "max_pairs_per_prompt",
+                "must be at least 1 (or null for no cap)")
         for role, names in (("gpt4o", [self.roles.gpt4o]), ("stronger", [self.roles.stronger]),
                             ("peers", self.roles.peers)):
             for name in names:
                 if name is not None and name not in self.answers:
                     raise ConfigError(f"config field 'roles.{role}': '{name}' is not a name under `answers` "
                                       f"(known: {', '.join(self.answers) or 'none'})")
-        for name in self.prompts.covered_by:
-            require(name in self.answers, "prompts.covered_by", f"'{name}' is not a name under `answers`")
+        for key in ("covered_by", "prefer"):
+            for name in getattr(self.prompts, key):
+                require(name in self.answers, f"prompts.{key}", f"'{name}' is not a name under `answers`")
         needs = {
             "original": (self.human, "human-labelled pairs: set `human` (offline: pku-realign)"),
             "hc-self": (self.human, "human-labelled pairs: set `human` (offline: pku-realign)"),
@@ -210,24 +218,38 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def _select_prompts(ctx: StageContext) -> dict[str, Any]:
-    from safepref.sources import load_prompts, load_responses
+    from safepref.sources import load_prompts
 
     settings = ctx.config
     prompts, report = load_prompts(settings["source"])
     coverage = {}
     for name, spec in settings["covered_by"].items():
-        answers, _ = load_responses(spec)
-        ids = {a.prompt_id for a in answers}
+        ids = _answered_prompt_ids(spec)
         coverage[name] = len(ids)
         prompts = [p for p in prompts if p.prompt_id in ids]
     if len(prompts) < 2:
         raise SafeprefError(f"only {len(prompts)} prompts of {settings['source']} are answered by every source "
                             f"in prompts.covered_by ({coverage})")
-    prompts.sort(key=lambda p: p.prompt_id)  # a fixed pseudo-random subset, independent of file order
+    preferred = [_answered_prompt_ids(spec) for spec in settings.get("prefer", {}).values()]
+    # A fixed pseudo-random order (by prompt_id, independent of file order), prompts that more preferred
+    # sources answered first.
+    prompts.sort(key=lambda p: (-sum(p.prompt_id in ids for ids in preferred), p.prompt_id))
     chosen = prompts[: settings["limit"]] if settings["limit"] else prompts
     write_jsonl(ctx.out_dir / "prompts.jsonl", [{"prompt": p.text, "prompt_id": p.prompt_id} for p in chosen])
-    return {"prompts": len(chosen), "candidates": len(prompts), "source": report.as_dict(),
-            "answers_per_source": coverage}
+    summary = {"prompts": len(chosen), "candidates": len(prompts), "source": report.as_dict(),
+               "answers_per_source": coverage}
+    if preferred:
+        chosen_ids = {p.prompt_id for p in chosen}
+        summary["chosen_answered_by"] = {name: len(ids & chosen_ids)
+                                         for name, ids in zip(settings["prefer"], preferred, strict=True)}
+    return summary
+
+
+def _answered_prompt_ids(spec: str) -> set[str]:
+    from safepref.sources import load_responses
+
+    answers, _ = load_responses(spec)
+    return {a.prompt_id for a in answers}
 
 
 def _prompts_file(ctx: StageContext) -> str:
@@ -251,12 +273,14 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     stages: list[Stage] = []
     device = ["--device", exp.device]
     trained = [c for c in exp.conditions if c != "sft"]
-    covered = {name: exp.answers[name].source for name in exp.prompts.covered_by}
-    if any(v is None for v in covered.values()):
-        raise ConfigError("prompts.covered_by may only name answers given as `source` (files), not models")
-    stages.append(Stage("prompts", _select_prompts, {"source": exp.prompts.source, "limit": exp.prompts.limit,
-                                                     "covered_by": covered},
-                        description="select the training prompts"))
+    prompt_settings: dict[str, Any] = {"source": exp.prompts.source, "limit": exp.prompts.limit}
+    for key in ("covered_by", "prefer"):
+        specs = {name: exp.answers[name].source for name in getattr(exp.prompts, key)}
+        if any(v is None for v in specs.values()):
+            raise ConfigError(f"prompts.{key} may only name answers given as `source` (files), not models")
+        if specs or key == "covered_by":  # keys absent when unused keep earlier runs' cache keys
+            prompt_settings[key] = specs
+    stages.append(Stage("prompts", _select_prompts, prompt_settings, description="select the training prompts"))
 
     needs_greedy = {"hc-self", "gpt4o-self", "stronger-self"} & set(trained)
     needs_sample = {"self-rm", "all-rm"} & set(trained)
@@ -362,11 +386,14 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
             flags.append(("--pool", *answer(name)))
     settings["inputs"] = [(flag, spec, stage) for flag, spec, stage in flags]
     settings["rm"] = exp.reward_model
+    cap = ["--max-per-prompt", str(exp.max_pairs_per_prompt)] if exp.max_pairs_per_prompt else []
+    if cap:  # absent when unset: earlier runs keep their cache keys
+        settings["max_per_prompt"] = exp.max_pairs_per_prompt
 
     def argv(ctx: StageContext) -> list[list[str]]:
         rm = f"offline:{ctx.inputs[rm_stage]}" if rm_stage else exp.reward_model
         args = ["build", condition, "--prompts", _prompts_file(ctx), "--rm", rm,
-                "--tokenizer", exp.target, "--out", str(ctx.out_dir), *device]
+                "--tokenizer", exp.target, "--out", str(ctx.out_dir), *cap, *device]
         for flag, spec, stage in settings["inputs"]:
             args += [flag, str(ctx.inputs[stage] / spec) if stage else spec]
         return [args]
