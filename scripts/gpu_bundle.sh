@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what a run needs on a GPU machine without network into parts small enough to carry one per call
 # (64 MiB a call): the embedded SmolLM2 GGUF, all-MiniLM-L6-v2 (weights stored as float16 to fit; its config
-# stays float32, so it loads back as float32) and the offline data root. Writes .gpu/p0, .gpu/p1, ... (ignored
+# says float32, so it loads back as float32) and the offline data root. Writes .gpu/p0, .gpu/p1, ... (ignored
 # by git). On the GPU machine: cat the parts in order into one tar, untar it, then
 #   export SAFEPREF_SMOLLM2_GGUF=$PWD/bundle/SmolLM2-135M-Instruct.Q4_1.gguf SAFEPREF_MINILM=$PWD/bundle/minilm \
 #          SAFEPREF_DATA=$PWD/bundle/data
@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 DATA=${SAFEPREF_DATA:-$(cd .. && pwd)/shared/data}
 rm -rf .gpu/bundle .gpu/p? && mkdir -p .gpu/bundle
-.venv/bin/python - <<'PY'
+"${PYTHON:-.venv/bin/python}" - <<'PY'
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,11 @@ shutil.copytree(src, out / "minilm", ignore=shutil.ignore_patterns("model.safete
                                                                    "openvino", "*.bin", "*.h5", "*.ot"))
 weights = load_file(src / "model.safetensors")
 save_file({k: v.half() for k, v in weights.items()}, out / "minilm" / "model.safetensors", metadata={"format": "pt"})
+# transformers' dtype "auto" follows the config when it names one: load back as float32 (CPU code paths use it).
+config_file = out / "minilm" / "config.json"
+config = json.loads(config_file.read_text())
+config["dtype"] = config["torch_dtype"] = "float32"
+config_file.write_text(json.dumps(config, indent=2))
 PY
 cp -r "$DATA" .gpu/bundle/data && chmod -R u+w .gpu/bundle/data
 tar -C .gpu -czf .gpu/bundle.tgz bundle

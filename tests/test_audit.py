@@ -189,6 +189,21 @@ def test_random_set_is_not_separable(tmp_path):
     assert result["cue"] is None and result["level"] in ("not separable", "weakly separable")
 
 
+def test_a_representation_that_cannot_be_probed_is_marked_not_fatal(tmp_path):
+    # Every answer is one word used once: tf-idf (min_df 2) keeps no term. The set is still audited by length.
+    pairs = [PreferencePair(prompt=[{"role": "user", "content": f"question {i}"}],
+                            chosen=[{"role": "assistant", "content": f"alpha{i} gamma{i} delta{i}"}],
+                            rejected=[{"role": "assistant", "content": f"beta{i}"}]) for i in range(12)]
+    path = tmp_path / "tiny.jsonl"
+    write_jsonl(path, pairs)
+    config = AuditConfig(representations=["length", "tfidf"], model=None, margin=False, bootstrap=20, folds=2)
+    report = run_audit([("tiny", str(path))], config, tmp_path / "out")
+    result = report["sets"][0]
+    assert [r["spec"] for r in result["representations"]] == ["length"]
+    assert "no terms remain" in result["unavailable"]["tfidf"]
+    assert "tfidf could not be probed" in (tmp_path / "out" / "audit.md").read_text()
+
+
 # ------------------------------------------------------------------------------------ target model view
 
 

@@ -171,7 +171,7 @@ def audit_set(name: str, pairs: list[PreferencePair], config: AuditConfig, conte
     pair_ids = np.array([e.pair for e in examples])
     result: dict[str, Any] = {
         "name": name, "source": source, "n_pairs": len(pairs), "n_prompts": len(set(groups.tolist())),
-        "cues": cue_statistics(pairs), "representations": [], "timings_s": {},
+        "cues": cue_statistics(pairs), "representations": [], "unavailable": {}, "timings_s": {},
     }
     try:
         result["cues"]["tfidf_top_words"] = top_words([e.response for e in examples], labels)
@@ -188,9 +188,13 @@ def audit_set(name: str, pairs: list[PreferencePair], config: AuditConfig, conte
                                        lambda r=representation: r.estimator(config.C, config.seed),
                                        folds=config.folds, seed=config.seed, n_bootstrap=config.bootstrap,
                                        name=label)
-            except ValueError as exc:  # e.g. tf-idf on answers that share no word
-                raise DataError(f"set '{name}': representation {label} cannot be probed: {exc}") from None
+            except ValueError as exc:  # e.g. tf-idf on a small set whose answers share no word: n/a, not fatal
+                log.warning("set '%s': representation %s cannot be probed (n/a): %s", name, label, exc)
+                result["unavailable"][label] = str(exc)
+                continue
             probes.append(probe.as_dict())
+        if not probes:
+            continue
         best = max(probes, key=lambda p: p["auc"])
         result["representations"].append({
             "spec": representation.spec, "family": representation.family,

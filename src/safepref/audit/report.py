@@ -198,6 +198,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     parts = ["# Separability audit", "", f"`{report['command']}`", "",
              "## Probe ROC AUC [95% CI]", "", markdown_table(results, "auc"), "",
              "## Probe accuracy", "", markdown_table(results, "accuracy"), ""]
+    for result in results:
+        for label, reason in result.get("unavailable", {}).items():
+            parts.append(f"- `{result['name']}`: {label} could not be probed (shown as -): {reason}")
     if sweep_note(results):
         parts += [sweep_note(results), ""]
     if any("margin" in r for r in results):
