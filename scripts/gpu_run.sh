@@ -30,6 +30,6 @@ for f in report.md summary.json asr.png refusal.png separability_vs_asr.png rewa
   [ -f "/root/run/$f" ] && cp "/root/run/$f" "$OUT/"
 done
 # Per-stage summaries, datasheets, audit tables and training curves (no weights, no generations): one archive.
-(cd /root/run && find . -name '*.json' -o -name '*.md' -o -name '*.png' -o -name '*.csv' | grep -v -e '/checkpoint' \
+(cd /root/run && find . -name '*.json' -o -name '*.md' -o -name '*.png' -o -name '*.csv' -o -name metrics.jsonl | grep -v -e '/checkpoint' \
    -e 'model' -e 'tokenizer' | tar -czf "$OUT/stages.tgz" -T -) 2>/dev/null
 exit "$code"

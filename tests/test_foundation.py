@@ -76,6 +76,9 @@ def test_write_jsonl_is_atomic(tmp_path):
         write_jsonl(path, broken())
     assert path.read_text() == '{"a": 1}\n'  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp file left behind
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's owner-only mode
 
 
 # ------------------------------------------------------------------------------------------------- config

@@ -124,3 +124,12 @@ def test_whole_run_on_a_tiny_model_and_resume(tiny_model_dir, data_root, tmp_pat
         "report"}
     stages = build_stages(load_experiment(path), out)
     assert len(stages) == len(rows)
+    # A run folder copied elsewhere (the original gone) still reports: index.json paths are relative.
+    import shutil
+
+    from safepref.report import write_report
+
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    assert write_report(moved)["missing_stages"] == []
+    assert json.loads((moved / "summary.json").read_text())["conditions"] == summary["conditions"]

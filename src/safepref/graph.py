@@ -126,6 +126,18 @@ def execute(stages: list[Stage], run_dir: Path, log: Callable[[str], None] = pri
         write_json(folder / "stage.json", record)
         results[stage.name] = record
         log(f"{prefix}: done in {record['seconds']} s")
-        write_json(run_dir / "index.json", {s.name: str(folders[s.name]) for s in ordered})
-    write_json(run_dir / "index.json", {s.name: str(folders[s.name]) for s in ordered})
+        write_json(run_dir / "index.json", _index(run_dir, folders, ordered))
+    write_json(run_dir / "index.json", _index(run_dir, folders, ordered))
     return results
+
+
+def _index(run_dir: Path, folders: dict[str, Path], ordered: list[Stage]) -> dict[str, str]:
+    """Stage name -> folder, relative to the run folder where possible (a moved or copied run still reports)."""
+    index = {}
+    for stage in ordered:
+        folder = Path(folders[stage.name])
+        try:
+            index[stage.name] = str(folder.relative_to(run_dir))
+        except ValueError:
+            index[stage.name] = str(folder)
+    return index

@@ -23,9 +23,10 @@ import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from safepref.errors import DataError
 
@@ -199,54 +200,56 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
     return pairs
 
 
-def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
-    """Write records or dicts as JSONL atomically (temp file + rename): a crash never leaves half a file."""
+@contextmanager
+def _atomic_writer(path: str | Path) -> Iterator[TextIO]:
+    """A text handle on a temp file beside ``path``, renamed over it on success: a crash never leaves half a
+    file. The file gets the permissions a plain ``open`` would (mkstemp's are owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                obj = row if isinstance(row, dict) else to_dict(row)
-                handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                count += 1
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
+    """Write records or dicts as JSONL atomically."""
+    count = 0
+    with _atomic_writer(path) as handle:
+        for row in rows:
+            obj = row if isinstance(row, dict) else to_dict(row)
+            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write one JSON document atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_writer(path) as handle:
+        json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_writer(path) as handle:
+        handle.write(text)
 
 
 def pairs_to_dataset(pairs: list[PreferencePair], keep_meta: bool = False):  # -> datasets.Dataset

@@ -38,7 +38,13 @@ def _stage_dirs(run_dir: Path) -> dict[str, Path]:
         from safepref.errors import SafeprefError
 
         raise SafeprefError(f"{run_dir} has no index.json: is it a `safepref run` output folder?")
-    return {name: Path(folder) for name, folder in index.items()}
+    folders = {}
+    for name, folder in index.items():
+        path = run_dir / folder  # relative entries; absolute ones stay as they are
+        if not path.exists() and (run_dir / "stages" / path.name).exists():
+            path = run_dir / "stages" / path.name  # a run folder moved since (older absolute index)
+        folders[name] = path
+    return folders
 
 
 def collect(run_dir: Path, conditions: list[str]) -> dict[str, Any]:
@@ -105,11 +111,18 @@ def compliance_rate_of(row: dict[str, Any], detector: str = "opening") -> float 
     return rates.get(detector)
 
 
+# The judge a single-judge figure uses, first found wins: the study's rubric judge, then the trained
+# classifiers, then keyword matching (which many small models saturate: they never use a refusal phrase).
+PRIMARY_JUDGES = ("rubric", "classifier", "hf-classifier", "keyword")
+
+
 def _judges(summary: dict[str, Any]) -> list[str]:
+    """Judges present in the run, the primary one (PRIMARY_JUDGES order) first."""
     judges: list[str] = []
     for row in summary["conditions"].values():
         judges += [j for j in ((row.get("jailbreak") or {}).get("asr") or {}) if j not in judges]
-    return judges
+    rank = {j: i for i, j in enumerate(PRIMARY_JUDGES)}
+    return sorted(judges, key=lambda j: rank.get(j, len(rank)))
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -143,11 +156,11 @@ def plot_asr(summary: dict[str, Any], path: Path) -> bool:
             ax.text(i + j * width, value + 0.01, f"{value:.2f}", ha="center", fontsize=7)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))], conditions, rotation=20)
     ax.set_ylabel("attack success rate")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)  # headroom for the legend above bars that reach 1.0
     ax.set_title("Jailbreak ASR per condition (" + ", ".join(f"{j}: shade {k + 1}" for k, j in
                                                        enumerate(judges)) + ")", fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLOUR.values()]
-    ax.legend(handles, KIND_LABEL.values(), fontsize=7, loc="upper right")
+    ax.legend(handles, KIND_LABEL.values(), fontsize=7, loc="upper center", ncol=len(KIND_LABEL))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -168,8 +181,8 @@ def plot_refusal(summary: dict[str, Any], path: Path) -> bool:
         asr = [asr_of(summary["conditions"][c], judges[0]) or 0.0 for c in conditions]
         ax.bar([x + 0.2 for x in xs], asr, 0.4, label=f"ASR ({judges[0]})", color="#d62728")
     ax.set_xticks(list(xs), conditions, rotation=20)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1.25)
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
     ax.set_title("Over-refusal beside attack success", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -306,6 +319,20 @@ def markdown(summary: dict[str, Any], figures: list[str], name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_summary(summary: dict[str, Any], out: Path, name: str) -> list[str]:
+    """Figures, ``summary.json`` and ``report.md`` from a collected summary; returns the figure files."""
+    figures = []
+    for file, plot in (("asr.png", plot_asr), ("refusal.png", plot_refusal),
+                       ("separability_vs_asr.png", plot_separability),
+                       ("reward_accuracy.png", plot_reward_accuracy), ("general.png", plot_general)):
+        if plot(summary, out / file):
+            figures.append(file)
+    summary["figures"] = figures
+    write_json(out / "summary.json", summary)
+    write_text(out / "report.md", markdown(summary, figures, name))
+    return figures
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditions: list[str] | None = None,
                  name: str | None = None) -> dict[str, Any]:
     """Write report.md, the figures and summary.json into ``out_dir`` (default: the run folder)."""
@@ -320,15 +347,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditi
         name = name or (experiment.get("experiment") or {}).get("name")
     ordered = [c for c in CONDITION_ORDER if c in conditions]
     summary = collect(run_dir, ordered)
-    figures = []
-    for file, plot in (("asr.png", plot_asr), ("refusal.png", plot_refusal),
-                       ("separability_vs_asr.png", plot_separability),
-                       ("reward_accuracy.png", plot_reward_accuracy), ("general.png", plot_general)):
-        if plot(summary, out / file):
-            figures.append(file)
-    summary["figures"] = figures
-    write_json(out / "summary.json", summary)
-    write_text(out / "report.md", markdown(summary, figures, name or run_dir.name))
+    figures = render_summary(summary, out, name or run_dir.name)
     if out != run_dir:  # the report is also visible at the top of the run folder
         for file in ["report.md", "summary.json", *figures]:
             (run_dir / file).write_bytes((out / file).read_bytes())
