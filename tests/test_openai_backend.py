@@ -18,6 +18,7 @@ import pytest
 from llama_server import LlamaServer, free_port, skip_reason
 
 from safepref.api import ChatClient, request_key
+from safepref.cli import main
 from safepref.errors import BackendError, ConfigError
 from safepref.generate import GenerationConfig, make_backend, run_generation
 from safepref.records import Prompt, read_records
@@ -155,8 +156,6 @@ def test_wrong_or_missing_key_is_a_clear_error_without_the_key(keyed_server, tmp
 
 @needs_server
 def test_cli_generate_with_openai_backend(keyed_server, tmp_path, monkeypatch, capsys):
-    from safepref.cli import main
-
     monkeypatch.setenv(KEY_ENV, SERVER_KEY)
     prompts_file = tmp_path / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in PROMPTS[:2]))
@@ -203,6 +202,23 @@ def test_silent_endpoint_times_out_and_is_retried(tmp_path, monkeypatch):
     assert time.monotonic() - started < 5
     assert "no answer within 0.5 s (timeout)" in str(err.value) and "2 tries" in str(err.value)
     assert SERVER_KEY not in str(err.value)
+
+
+def test_cli_timeout_and_retry_flags_reach_the_client(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv(KEY_ENV, SERVER_KEY)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        code = main(["generate", "--backend", "openai", "--model", "m", "--base-url", f"http://127.0.0.1:{port}/v1",
+                     "--api-key-env", KEY_ENV, "--prompts", str(prompts), "--out", str(tmp_path / "out"),
+                     "--timeout", "0.5", "--max-retries", "0"])
+    assert code != 0 and time.monotonic() - started < 10
+    err = capfd.readouterr().err
+    assert "no answer within 0.5 s (timeout)" in err and "1 tries" in err and SERVER_KEY not in err
 
 
 def test_openai_without_key_names_the_variable(monkeypatch):

@@ -40,6 +40,9 @@ def _add_generation(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", default=None, help="openai backend: endpoint of the evaluated model")
     group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai backend: key variable")
     group.add_argument("--concurrency", type=int, default=8, help="openai backend: parallel requests")
+    group.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
+    group.add_argument("--max-retries", type=int, default=5,
+                       help="openai backend: retries of a failed request (backoff); 0 = fail at once")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     group.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
@@ -150,7 +153,8 @@ def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 config_path=args.config, overrides=args.overrides, prompt_format=args.prompt_format,
                 backend=args.backend, overwrite=args.overwrite,
                 backend_options={"base_url": args.base_url, "api_key_env": args.api_key_env,
-                                 "concurrency": args.concurrency, "device": args.device, "dtype": args.dtype,
+                                 "concurrency": args.concurrency, "timeout": args.timeout,
+                                 "max_retries": args.max_retries, "device": args.device, "dtype": args.dtype,
                                  "trust_remote_code": args.trust_remote_code})
 
 

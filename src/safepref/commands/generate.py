@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="openai backend: the environment variable that holds the key")
     parser.add_argument("--concurrency", type=int, default=8, help="openai backend: parallel requests")
+    parser.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
+    parser.add_argument("--max-retries", type=int, default=5,
+                        help="openai backend: retries of a failed request (backoff); 0 = fail at once")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     name = args.backend or default_backend()
     if name == "openai":
         backend = make_backend(name, args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-                               concurrency=args.concurrency, cache_dir=f"{args.out}/api_cache")
+                               concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
+                               cache_dir=f"{args.out}/api_cache")
     else:
         backend = make_backend(name, args.model, device=args.device, dtype=args.dtype,
                                trust_remote_code=args.trust_remote_code)

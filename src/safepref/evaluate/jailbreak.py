@@ -78,7 +78,8 @@ def generate_answers(prompts: list[Prompt], model: str, out_dir: Path, preset: s
     name = backend or default_backend()
     options = dict(backend_options or {})
     if name == "openai":
-        options = {k: v for k, v in options.items() if k in ("base_url", "api_key_env", "concurrency")}
+        options = {k: v for k, v in options.items() if k in ("base_url", "api_key_env", "concurrency", "timeout",
+                                                                 "max_retries")}
         options["cache_dir"] = str(out_dir / "generation" / "api_cache")
     else:
         options = {k: v for k, v in options.items() if k in ("device", "dtype", "trust_remote_code")}
