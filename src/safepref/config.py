@@ -10,7 +10,6 @@ with dots in overrides (``generation.temperature=0.7``). Validation beyond types
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import types
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from safepref.errors import ConfigError
+from safepref.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -83,8 +82,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     for key, value in data.items():
         name = f"{where}.{key}" if where else key
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, list(fields), parenthetical=True)
             raise ConfigError(f"unknown config field '{name}'{hint}; known: {', '.join(sorted(fields))}")
         kwargs[key] = _coerce(hints[key], value, name)
     try:

@@ -1,4 +1,9 @@
-"""Errors that the command line prints as one clear line (no traceback)."""
+"""Errors that the command line prints as one clear line (no traceback), and the "did you mean" hint."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class SafeprefError(Exception):
@@ -19,3 +24,13 @@ class ModelError(SafeprefError):
 
 class BackendError(SafeprefError):
     """A generation, reward or judge backend failed (endpoint down, authentication, ...)."""
+
+
+def did_you_mean(name: str, known: Iterable[str], *, parenthetical: bool = False, suffix: str = "") -> str:
+    """`` Did you mean 'x'?`` for the known name closest to ``name`` (`` (did you mean 'x'?)`` with
+    ``parenthetical``), or "" when none is close. ``suffix`` is appended to the suggestion."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if not close:
+        return ""
+    suggestion = f"'{close[0]}{suffix}'"
+    return f" (did you mean {suggestion}?)" if parenthetical else f" Did you mean {suggestion}?"

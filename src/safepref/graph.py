@@ -9,7 +9,6 @@ like generation, pick up their own partial work there).
 
 from __future__ import annotations
 
-import difflib
 import json
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref.config import config_hash
-from safepref.errors import ConfigError
+from safepref.errors import ConfigError, did_you_mean
 from safepref.records import write_json
 
 
@@ -50,8 +49,7 @@ def order(stages: list[Stage]) -> list[Stage]:
     for stage in stages:
         for dep in stage.deps:
             if dep not in by_name:
-                close = difflib.get_close_matches(dep, list(by_name), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hint = did_you_mean(dep, list(by_name), parenthetical=True)
                 raise ConfigError(f"stage '{stage.name}' depends on unknown stage '{dep}'{hint}")
     ordered: list[Stage] = []
     state: dict[str, str] = {}  # name -> "visiting" | "done"

@@ -23,7 +23,6 @@ a rerun skips finished stages, a killed run resumes, and a changed setting recom
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shlex
@@ -33,7 +32,7 @@ from typing import Any
 
 from safepref import config as cfg
 from safepref.config import field, require
-from safepref.errors import ConfigError, SafeprefError
+from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.graph import Stage, StageContext, execute, plan
 from safepref.records import write_jsonl
 
@@ -156,8 +155,7 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         for condition in self.conditions:
             if condition not in CONDITION_KIND:
-                close = difflib.get_close_matches(condition, list(CONDITION_KIND), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hint = did_you_mean(condition, list(CONDITION_KIND), parenthetical=True)
                 raise ConfigError(f"config field 'conditions': unknown condition '{condition}'{hint}; "
                                   f"known: {', '.join(CONDITION_ORDER)}")
         require(len(set(self.conditions)) == len(self.conditions), "conditions", "a condition is listed twice")

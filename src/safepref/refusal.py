@@ -17,11 +17,10 @@ every stored refusal share or keyword ASR names the list it was computed with.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from safepref.errors import ConfigError
+from safepref.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,7 @@ REFUSAL_LISTS = PHRASE_SETS
 def phrase_set(name: str) -> PhraseSet:
     """A registered phrase list by name; unknown names raise ConfigError with the known ones."""
     if name not in PHRASE_SETS:
-        close = difflib.get_close_matches(name, list(PHRASE_SETS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, list(PHRASE_SETS))
         raise ConfigError(f"unknown refusal phrase list '{name}'.{hint} Known: {', '.join(PHRASE_SETS)}")
     return PHRASE_SETS[name]
 

@@ -24,7 +24,6 @@ Unknown names raise ConfigError with the list of known ones.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from safepref.errors import ConfigError, ModelError
+from safepref.errors import ConfigError, ModelError, did_you_mean
 from safepref.models import minilm_folder
 from safepref.records import Message, PreferencePair
 
@@ -403,8 +402,7 @@ def parse_representation(spec: str) -> Representation:
     cues = {"length": LengthCue, "refusal": RefusalCue, "tfidf": TfidfCue}
     if name in cues and not arg:
         return cues[name](name, "cue", REPRESENTATIONS[name])
-    close = difflib.get_close_matches(name, list(REPRESENTATIONS), n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name, list(REPRESENTATIONS))
     raise ConfigError(f"unknown representation '{spec}'.{hint} Known: hidden:<layer|auto|all>, "
                       f"embed:<sentence-transformers name or folder>, minilm, length, refusal, tfidf")
 

@@ -31,7 +31,6 @@ inputs, prompt selection, scoring, counts, drops by reason; written last).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import shlex
 import sys
@@ -40,7 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from safepref.errors import ConfigError, DataError
+from safepref.errors import ConfigError, DataError, did_you_mean
 
 INPUT_FLAGS = {"human": "--human", "target_greedy": "--target-greedy", "target_samples": "--target-samples",
                "chosen": "--chosen", "pool": "--pool", "rm": "--rm"}
@@ -92,8 +91,7 @@ def resolve(name: str) -> tuple[str, str | None]:
     if name in RECIPES:
         return name, None
     known = sorted(set(RECIPES) | set(CONDITIONS) - {"sft"})
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name, known)
     raise ConfigError(f"unknown recipe or condition '{name}'.{hint} Known: {', '.join(known)}")
 
 

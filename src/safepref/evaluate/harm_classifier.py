@@ -40,7 +40,6 @@ default one lives in ``$SAFEPREF_CACHE/judges/classifier/`` and is trained on fi
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import importlib.metadata
 import json
@@ -56,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from safepref import paths
-from safepref.errors import ConfigError, DataError, ModelError
+from safepref.errors import ConfigError, DataError, ModelError, did_you_mean
 from safepref.models import minilm_folder
 from safepref.records import write_json
 
@@ -286,8 +285,7 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[st
 
 def check_recipe(recipe: str) -> str:
     if recipe not in RECIPES:
-        close = difflib.get_close_matches(recipe, list(RECIPES), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(recipe, list(RECIPES))
         raise ConfigError(f"unknown classifier recipe '{recipe}'.{hint} Known: {', '.join(RECIPES)}")
     return recipe
 

@@ -27,7 +27,6 @@ Judges (``JUDGES``):
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import os
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from safepref.errors import BackendError, ConfigError, ModelError
+from safepref.errors import BackendError, ConfigError, ModelError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +386,7 @@ def check_judge_spec(spec: str) -> str:
     """Validate a judge spec's name without building the judge; returns the name."""
     name = spec.split(":", 1)[0].strip()
     if name not in JUDGES:
-        close = difflib.get_close_matches(name, list(JUDGES), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, list(JUDGES))
         raise ConfigError(f"unknown judge '{spec}'.{hint} Known: {', '.join(JUDGES)} "
                           "(keyword:<list>, rubric[:<model>], classifier[:<folder>], hf-classifier:<folder>)")
     return name

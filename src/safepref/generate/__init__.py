@@ -14,7 +14,6 @@ as they finish, resume after a crash, the min-length filter, and the summary.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import importlib
 import json
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from safepref import config as cfg
 from safepref.config import field, require
-from safepref.errors import ConfigError, SafeprefError
+from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.records import Prompt, Response, read_records, write_json, write_jsonl
 
 
@@ -85,8 +84,7 @@ def generation_config(preset: str | None = None, path: str | None = None,
     base: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(preset, list(PRESETS))
             raise ConfigError(f"unknown preset '{preset}'.{hint} Known: {', '.join(PRESETS)}")
         base = dict(PRESETS[preset])
     return cfg.load_config(GenerationConfig, path, overrides, base=base)
@@ -112,8 +110,7 @@ BACKENDS: dict[str, str] = {
 def make_backend(name: str, model: str, **options: Any) -> Backend:
     """Instantiate a backend by name; unknown names fail with the list of known ones."""
     if name not in BACKENDS:
-        close = difflib.get_close_matches(name, list(BACKENDS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, list(BACKENDS))
         raise ConfigError(f"unknown generation backend '{name}'.{hint} Known: {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
     try:

@@ -19,7 +19,6 @@ Multi-turn prompts (hh-rlhf) are passed as one string rendered by ``conversation
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import math
 import statistics
@@ -27,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from safepref.errors import ConfigError, SafeprefError
+from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.records import PreferencePair
 
 
@@ -90,8 +89,7 @@ def load_reward_model(spec: str, device: str = "auto") -> RewardModel:
                 raise ConfigError(f"folder {folder} is neither a saved offline reward model (no rm.json) nor "
                                   "a Hugging Face checkpoint (no config.json)")
         else:
-            close = difflib.get_close_matches(kind, list(REWARD_KINDS), n=1)
-            hint = f" Did you mean '{close[0]}:…'?" if close else ""
+            hint = did_you_mean(kind, list(REWARD_KINDS), suffix=":…")
             raise ConfigError(f"unknown reward model '{spec}'.{hint} Known kinds:\n{describe_kinds()}\n"
                               "or give the folder of a saved reward model")
     if kind == "hf" and not target:

@@ -15,7 +15,6 @@ prompts are merged by ``prompt_id`` (PKU-SafeRLHF's test prompts repeat) and cou
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections import Counter
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref import paths
-from safepref.errors import DataError
+from safepref.errors import DataError, did_you_mean
 from safepref.records import PreferencePair, Prompt, Response, prompt_id
 from safepref.sources.tables import get_field, iter_rows
 
@@ -258,13 +257,11 @@ def parse_spec(spec: str) -> SourceSpec:
     elif "/" in spec or "." in Path(spec).name or Path(spec).exists():
         path = Path(spec)
     else:
-        close = difflib.get_close_matches(spec, list(SOURCES), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(spec, list(SOURCES))
         raise DataError(f"unknown source '{spec}'.{hint} Known sources:\n{describe_sources()}\n"
                         "or give a path to a .jsonl/.json/.csv/.parquet file")
     if name is not None and name not in SOURCES:
-        close = difflib.get_close_matches(name, list(SOURCES), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, list(SOURCES))
         raise DataError(f"unknown source '{name}'.{hint} Known: {', '.join(SOURCES)}")
     if limit is not None and limit <= 0:
         raise DataError(f"source '{raw}': the row limit must be positive")
