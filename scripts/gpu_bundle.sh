@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Packs what a run needs on a GPU machine without network into parts small enough to carry one per call
 # (64 MiB a call): the embedded SmolLM2 GGUF, all-MiniLM-L6-v2 (weights stored as float16 to fit; its config
-# says float32, so it loads back as float32) and the offline data root. Writes .gpu/p0, .gpu/p1, ... (ignored
-# by git). On the GPU machine: cat the parts in order into one tar, untar it, then
-#   export SAFEPREF_SMOLLM2_GGUF=$PWD/bundle/SmolLM2-135M-Instruct.Q4_1.gguf SAFEPREF_MINILM=$PWD/bundle/minilm \
-#          SAFEPREF_DATA=$PWD/bundle/data
-#   bash scripts/gpu_bundle.sh            (run in the project root with .venv set up)
+# says float32, so it loads back as float32) and the offline data root. Writes .gpu/p0.d/part, .gpu/p1.d/part,
+# ... (ignored by git), one folder to carry per call; scripts/gpu_run.sh joins and unpacks them there.
+#   bash scripts/gpu_bundle.sh            (run in the project root with .venv set up; PYTHON=... for another)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
