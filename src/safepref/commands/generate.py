@@ -43,9 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safepref.generate import default_backend, generation_config, make_backend, run_generation
+    from safepref.generate.shards import check_out_dir
     from safepref.sources import load_prompts
 
     config = generation_config(args.preset, args.config, args.overrides)
+    check_out_dir(args.out)  # before loading any model: a bad --out must not cost minutes of loading
     prompts, report = load_prompts(args.prompts, {"prompt": args.prompt_field})
     print(f"{len(prompts)} prompts from {args.prompts} (dropped: {dict(report.dropped) or 'none'})")
     name = args.backend or default_backend()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from safepref import config as cfg
 from safepref.config import field, require
 from safepref.errors import ConfigError, SafeprefError, did_you_mean
+from safepref.generate import shards
 from safepref.records import Prompt, Response, read_records, write_json, write_jsonl
 
 
@@ -153,78 +153,32 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
                    overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Generate answers for ``prompts`` into ``out_dir`` and return the summary.
 
-    Layout: ``config.json`` (settings, backend, hash), ``shards/shard-NNNNN.jsonl`` plus a
-    ``.done.json`` marker each (written after the shard, so a shard without marker is redone),
-    ``responses.jsonl`` (all shards merged, at the end) and ``summary.json``.
+    Layout (see ``generate.shards``): ``config.json`` (the run's marker: settings, backend, hash),
+    ``shards/shard-NNNNN.jsonl`` plus a ``.done.json`` marker each (written after the shard, holding its row
+    count and sha256), ``responses.jsonl`` (all shards merged, at the end) and ``summary.json``.
 
-    A rerun with the same settings resumes: prompts whose shard is done are skipped. A rerun with other
-    settings into a folder that holds a run raises SafeprefError unless ``overwrite``.
+    A rerun with the same settings resumes: prompts whose shard is done and intact are skipped; a shard that
+    was deleted, truncated or edited is generated again. A rerun with other settings into a folder that holds
+    a run raises SafeprefError unless ``overwrite`` (which deletes only that run's own files); a non-empty
+    folder that holds no generation run is always refused.
     """
     out_dir = Path(out_dir)
     shard_dir = out_dir / "shards"
     identity = {"generation": _settings_for_provenance(config), "backend": backend.describe(),
                 "prompts": sorted(p.prompt_id for p in prompts)}
     run_hash = cfg.config_hash(identity)
-    config_file = out_dir / "config.json"
-    if config_file.exists():
-        previous = json.loads(config_file.read_text())
-        if previous.get("hash") != run_hash:
-            if not overwrite:
-                raise SafeprefError(
-                    f"{out_dir} holds a generation run with other settings, model or prompts "
-                    f"(hash {previous.get('hash')} != {run_hash}); choose another --out or pass --overwrite")
-            import shutil
-
-            shutil.rmtree(out_dir)
+    shards.prepare(out_dir, run_hash, overwrite)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    write_json(config_file, {"hash": run_hash, "generation": identity["generation"],
-                             "backend": identity["backend"], "num_prompts": len(prompts)})
+    shards.write_marker(out_dir, {"hash": run_hash, "generation": identity["generation"],
+                                  "backend": identity["backend"], "num_prompts": len(prompts)})
 
-    done: set[str] = set()
-    dropped: Counter = Counter()
-    next_shard = 0
-    for marker in sorted(shard_dir.glob("shard-*.done.json")):
-        info = json.loads(marker.read_text())
-        done.update(info["prompt_ids"])
-        dropped.update(info["dropped"])
-        next_shard = max(next_shard, int(marker.name.split("-")[1].split(".")[0]) + 1)
-    todo = [p for p in prompts if p.prompt_id not in done]
+    done = shards.load_done(shard_dir)
+    todo = [p for p in prompts if p.prompt_id not in done.prompt_ids]
     # Length-sorted work order: batches of similar length waste little compute on padding.
     todo.sort(key=lambda p: (len(p.text), p.prompt_id))
-    # The fast backend needs hundreds of prompts a call to fill a GPU; the hf loop wants a handful.
-    batch_size = config.batch_size or getattr(backend, "default_batch_size", 8)
-    shard_size = config.shard_size or 2 * batch_size
-
-    provenance = {**backend.describe(), "kind": "model", "generation": identity["generation"]}
     started = time.time()
-    generated_chars = 0
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="generate", unit="prompt",
-               disable=not progress)
-    for start in range(0, len(todo), shard_size):
-        shard_prompts = todo[start:start + shard_size]
-        rows: list[Response] = []
-        shard_dropped: Counter = Counter()
-        for b in range(0, len(shard_prompts), batch_size):
-            batch = shard_prompts[b:b + batch_size]
-            answers = backend.generate(batch, config)
-            if len(answers) != len(batch):
-                raise SafeprefError(f"backend returned {len(answers)} answer lists for {len(batch)} prompts")
-            for prompt, samples in zip(batch, answers, strict=True):
-                for index, text in enumerate(samples):
-                    generated_chars += len(text)
-                    if len(text.strip()) < config.min_chars:
-                        shard_dropped["too_short"] += 1
-                        continue
-                    rows.append(Response(prompt=prompt.text, response=text, source=provenance,
-                                         prompt_id=prompt.prompt_id, sample_index=index))
-            bar.update(len(batch))
-        name = f"shard-{next_shard:05d}"
-        write_jsonl(shard_dir / f"{name}.jsonl", rows)
-        write_json(shard_dir / f"{name}.done.json",
-                   {"prompt_ids": [p.prompt_id for p in shard_prompts], "dropped": dict(shard_dropped)})
-        dropped.update(shard_dropped)
-        next_shard += 1
-    bar.close()
+    generated_chars = _generate_shards(todo, backend, config, identity["generation"], shard_dir,
+                                       done, progress, total=len(prompts))
     elapsed = time.time() - started
 
     responses: list[Response] = []
@@ -238,9 +192,10 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
     summary = {
         "prompts": len(prompts),
         "prompts_resumed": len(prompts) - len(todo),
+        "shards_redone": done.redone,
         "responses": len(responses),
         "prompts_without_answer": sum(1 for p in prompts if per_prompt[p.prompt_id] == 0),
-        "dropped": dict(dropped),
+        "dropped": dict(done.dropped),
         "seconds_this_run": round(elapsed, 2),
         "generated_chars_this_run": generated_chars,
         "backend": backend.describe(),
@@ -249,3 +204,40 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
     }
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _generate_shards(todo: list[Prompt], backend: Backend, config: GenerationConfig,
+                     settings: dict[str, Any], shard_dir: Path, done: shards.DoneShards, progress: bool,
+                     total: int) -> int:
+    """Generate ``todo`` shard by shard (each written with its done-marker); returns characters generated.
+    Drops are added to ``done.dropped``."""
+    # The fast backend needs hundreds of prompts a call to fill a GPU; the hf loop wants a handful.
+    batch_size = config.batch_size or getattr(backend, "default_batch_size", 8)
+    shard_size = config.shard_size or 2 * batch_size
+    provenance = {**backend.describe(), "kind": "model", "generation": settings}
+    generated_chars = 0
+    index = done.next_index
+    bar = tqdm(total=total, initial=total - len(todo), desc="generate", unit="prompt", disable=not progress)
+    for start in range(0, len(todo), shard_size):
+        shard_prompts = todo[start:start + shard_size]
+        rows: list[Response] = []
+        shard_dropped: Counter = Counter()
+        for b in range(0, len(shard_prompts), batch_size):
+            batch = shard_prompts[b:b + batch_size]
+            answers = backend.generate(batch, config)
+            if len(answers) != len(batch):
+                raise SafeprefError(f"backend returned {len(answers)} answer lists for {len(batch)} prompts")
+            for prompt, samples in zip(batch, answers, strict=True):
+                for sample_index, text in enumerate(samples):
+                    generated_chars += len(text)
+                    if len(text.strip()) < config.min_chars:
+                        shard_dropped["too_short"] += 1
+                        continue
+                    rows.append(Response(prompt=prompt.text, response=text, source=provenance,
+                                         prompt_id=prompt.prompt_id, sample_index=sample_index))
+            bar.update(len(batch))
+        shards.finish_shard(shard_dir, index, rows, [p.prompt_id for p in shard_prompts], shard_dropped)
+        done.dropped.update(shard_dropped)
+        index += 1
+    bar.close()
+    return generated_chars

@@ -1,0 +1,151 @@
+"""Robustness: a command deletes only what it wrote, broken shards are redone, bad input gives one line.
+
+The generation tests use a fake backend (no model): what is under test is the runner's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from safepref.cli import main
+from safepref.errors import SafeprefError
+from safepref.generate import GenerationConfig, run_generation
+from safepref.records import Prompt, read_records
+
+
+class EchoBackend:
+    """Answers prompt ``p`` sample ``i`` with ``"answer to <p> #i"``; counts the prompts it was asked."""
+
+    default_batch_size = 2
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def describe(self) -> dict:
+        return {"backend": "echo", "name": "echo"}
+
+    def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]:
+        self.asked += [p.text for p in prompts]
+        return [[f"answer to {p.text} #{i}" for i in range(config.num_samples)] for p in prompts]
+
+
+def _prompts(n: int) -> list[Prompt]:
+    return [Prompt(text=f"prompt {i}", source="test") for i in range(n)]
+
+
+CONFIG = GenerationConfig(do_sample=False, batch_size=2, shard_size=2)
+
+
+# ---------------------------------------------------------------------------------------- data loss
+
+
+def test_overwrite_never_deletes_a_folder_generate_did_not_write(tmp_path):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "notes.txt").write_text("my notes")
+    for overwrite in (False, True):
+        with pytest.raises(SafeprefError, match="holds no safepref generation run") as info:
+            run_generation(_prompts(2), EchoBackend(), CONFIG, folder, overwrite=overwrite, progress=False)
+        assert "hash None" not in str(info.value)
+    assert (folder / "notes.txt").read_text() == "my notes"
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "llama"}
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "notes.txt"]
+
+
+def test_overwrite_of_a_generation_run_keeps_the_users_other_files(tmp_path):
+    run_generation(_prompts(2), EchoBackend(), CONFIG, tmp_path, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "shards" / "README").write_text("also mine")
+    other = GenerationConfig(do_sample=False, batch_size=2, shard_size=2, max_new_tokens=7)
+    with pytest.raises(SafeprefError, match="holds a generation run with other settings"):
+        run_generation(_prompts(2), EchoBackend(), other, tmp_path, progress=False)
+    summary = run_generation(_prompts(2), EchoBackend(), other, tmp_path, overwrite=True, progress=False)
+    assert summary["prompts_resumed"] == 0 and summary["responses"] == 2
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "shards" / "README").read_text() == "also mine"
+
+
+def test_generate_cli_refuses_a_foreign_folder_with_one_line(tmp_path, capsys):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    # The model does not exist: the output check must come first, before any model is loaded.
+    code = main(["generate", "--model", str(tmp_path / "no-model"), "--prompts", str(prompts),
+                 "--out", str(folder), "--overwrite", "--backend", "hf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "holds no safepref generation run" in err
+    assert (folder / "config.json").read_text() == "{}"
+
+
+def test_generate_cli_refuses_an_existing_file_as_out_before_loading(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    code = main(["generate", "--model", str(tmp_path / "no-model"), "--prompts", str(prompts),
+                 "--out", str(target), "--backend", "hf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.endswith(f"--out {target} is a file; give a folder")
+    assert target.read_text() == "x"
+
+
+def _six_prompt_run(tmp_path: Path) -> Path:
+    backend = EchoBackend()
+    run_generation(_prompts(6), backend, CONFIG, tmp_path, progress=False)
+    assert len(backend.asked) == 6
+    return tmp_path / "shards"
+
+
+def test_a_deleted_shard_whose_marker_stayed_is_generated_again(tmp_path, caplog):
+    shard_dir = _six_prompt_run(tmp_path)
+    (shard_dir / "shard-00001.jsonl").unlink()
+    backend = EchoBackend()
+    with caplog.at_level(logging.WARNING):
+        summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, progress=False)
+    assert len(backend.asked) == 2 and summary["prompts_resumed"] == 4
+    assert summary["shards_redone"] == ["shard-00001"] and summary["responses"] == 6
+    assert "shard-00001.jsonl is redone: the shard file is missing" in caplog.text
+    rows = read_records(tmp_path / "responses.jsonl", "response")
+    assert sorted(r.prompt for r in rows) == [f"prompt {i}" for i in range(6)]
+
+
+def test_a_truncated_shard_is_generated_again(tmp_path):
+    shard_dir = _six_prompt_run(tmp_path)
+    shard = shard_dir / "shard-00002.jsonl"
+    text = shard.read_text()
+    shard.write_text(text[: len(text) - 9])  # the last line loses its end
+    backend = EchoBackend()
+    summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, progress=False)
+    assert len(backend.asked) == 2 and summary["responses"] == 6
+    rows = read_records(tmp_path / "responses.jsonl", "response")
+    assert sorted(r.response for r in rows) == [f"answer to prompt {i} #0" for i in range(6)]
+
+
+def test_a_shard_with_a_row_removed_and_a_corrupt_marker_are_redone(tmp_path):
+    shard_dir = _six_prompt_run(tmp_path)
+    shard = shard_dir / "shard-00000.jsonl"
+    shard.write_text(shard.read_text().splitlines(keepends=True)[0])  # 1 of 2 rows left, still valid JSONL
+    (shard_dir / "shard-00002.done.json").write_text("{not json")
+    backend = EchoBackend()
+    summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, progress=False)
+    assert len(backend.asked) == 4 and summary["responses"] == 6
+    assert summary["shards_redone"] == ["shard-00000", "shard-00002"]
+
+
+def test_old_markers_without_a_hash_are_checked_by_reading_the_shard(tmp_path):
+    shard_dir = _six_prompt_run(tmp_path)
+    for marker in shard_dir.glob("*.done.json"):  # as written before markers held rows and sha256
+        info = json.loads(marker.read_text())
+        marker.write_text(json.dumps({"prompt_ids": info["prompt_ids"], "dropped": info["dropped"]}))
+    shard = shard_dir / "shard-00001.jsonl"
+    shard.write_text(shard.read_text()[:-5])
+    backend = EchoBackend()
+    summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, progress=False)
+    assert len(backend.asked) == 2 and summary["responses"] == 6
