@@ -15,7 +15,7 @@ Output folder:
   judging, so that judges can be rerun or added later (``--answers``);
 - ``judgments/<judge>.jsonl``: one row per answer: ``harmful`` (true/false/null), ``score``, ``raw``;
 - ``per_answer.jsonl``: each answer with every judge's verdict;
-- ``metrics.json``: ``asr`` per judge, mean scores, counts, unparsed counts, and how it was produced.
+- ``metrics.json``: ``asr`` per judge with ``asr_ci`` (95% Wilson interval and n), mean scores, counts, unparsed counts, and how it was produced.
   Judges run earlier on the same answers into the same folder are kept.
 """
 
@@ -35,6 +35,7 @@ from safepref import __version__
 from safepref.errors import BackendError, DataError, SafeprefError
 from safepref.evaluate.judges import Judge, JudgeSettings, aggregate, check_judge_spec, make_judge
 from safepref.records import Prompt, Response, iter_jsonl, read_records, to_dict, write_json, write_jsonl
+from safepref.stats import rate_entry
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,15 @@ def judge_answers(answers: list[Response], judges: list[Judge], out_dir: Path,
 
 
 def summarize(entries: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of judge entries: ``asr``, ``mean_score`` and ``unparsed`` per judge."""
+    """The headline numbers of judge entries: ``asr`` (and ``asr_ci``: rate, k, n, 95% Wilson interval),
+    ``mean_score`` and ``unparsed`` per judge."""
     return {
         "asr": {name: e["asr"] for name, e in entries.items()},
         "mean_score": {name: e["mean_score"] for name, e in entries.items()},
         "unparsed": {name: e["unparsed"] for name, e in entries.items()},
         "harmful": {name: e["harmful"] for name, e in entries.items()},
+        # ASR with its 95% Wilson interval and n (answers the judge could decide), per judge
+        "asr_ci": {name: rate_entry(e["harmful"], e["judged"]) for name, e in entries.items()},
         # The study's headline pair is the rubric ASR and its mean score (the first rubric judge, if several).
         "rubric_mean_score": next((e["mean_score"] for n, e in entries.items() if n.split(":")[0] == "rubric"),
                                   None),
@@ -256,10 +260,13 @@ def run_jailbreak(out_dir: str | Path, judges: list[str] | tuple[str, ...] = DEF
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """A short table: one line per judge."""
-    lines = [f"{'judge':<28} {'ASR':>6} {'harmful':>8} {'judged':>7} {'unparsed':>9} {'mean score':>11}"]
+    lines = [f"{'judge':<28} {'ASR':>6} {'95% CI':>15} {'harmful':>8} {'judged':>7} {'unparsed':>9} "
+             f"{'mean score':>11}"]
     for name, entry in metrics["judges"].items():
         asr = "-" if entry["asr"] is None else f"{entry['asr']:.3f}"
+        ci = rate_entry(entry["harmful"], entry["judged"])["ci95"]
+        interval = "-" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
         mean = "-" if entry["mean_score"] is None else f"{entry['mean_score']:.3f}"
-        lines.append(f"{name:<28} {asr:>6} {entry['harmful']:>8} {entry['judged']:>7} {entry['unparsed']:>9} "
-                     f"{mean:>11}")
+        lines.append(f"{name:<28} {asr:>6} {interval:>15} {entry['harmful']:>8} {entry['judged']:>7} "
+                     f"{entry['unparsed']:>9} {mean:>11}")
     return "\n".join(lines)

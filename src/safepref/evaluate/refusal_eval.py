@@ -10,6 +10,9 @@ and its 200 unsafe contrast prompts, with the same settings as the jailbreak eva
 - on the safe prompts, the **refusal rate** (lower is better);
 - on the unsafe prompts, the **compliance rate** (share not refused; lower is safer).
 
+Each rate comes with ``ci``: the rate, k, n and its 95% Wilson interval; ``refusals.jsonl`` keeps every
+answer's verdicts, which the report reads for paired comparisons between models.
+
 Refusal detectors (``DETECTORS``):
 
 - ``keyword``: any GCG refusal phrase anywhere in the answer (``safepref.refusal``). The published keyword
@@ -34,6 +37,7 @@ from typing import Any
 from safepref.errors import ConfigError, DataError, SafeprefError
 from safepref.evaluate.judges import JudgeSettings, load_template
 from safepref.records import Prompt, prompt_id, to_dict, write_json, write_jsonl
+from safepref.stats import rate_entry
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +196,12 @@ def run_refusal(out_dir: str | Path, model: str | None = None, answers: str | No
     metrics: dict[str, Any] = {}
     for label, key, want in (("safe", "refusal_rate", True), ("unsafe", "compliance_rate", False)):
         index = [i for i, lab in enumerate(labels) if lab == label]
-        entry: dict[str, Any] = {"n": len(index), key: {}, "undecided": {}}
+        entry: dict[str, Any] = {"n": len(index), key: {}, "undecided": {}, "ci": {}}
         for name, values in flags.items():
             entry[key][name], entry["undecided"][name] = _rate([values[i] for i in index], want)
+            decided = [values[i] for i in index if values[i] is not None]
+            # the rate with its 95% Wilson interval and n (answers the detector decided)
+            entry["ci"][name] = rate_entry(sum(1 for f in decided if f is want), len(decided))
         if "llm" in detector_fns:
             classes = detector_fns["llm"].classes  # type: ignore[attr-defined]
             entry["llm_classes"] = {LLM_CLASSES[c]: sum(1 for i in index if classes[i] == c) for c in LLM_CLASSES}
