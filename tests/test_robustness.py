@@ -149,3 +149,43 @@ def test_old_markers_without_a_hash_are_checked_by_reading_the_shard(tmp_path):
     backend = EchoBackend()
     summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, progress=False)
     assert len(backend.asked) == 2 and summary["responses"] == 6
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+
+def test_urls_lose_user_info_and_secret_query_values():
+    from safepref.redact import redact_url
+
+    url = "http://user:sk-abcdef123456@host:8000/v1?token=t0ps3cret&model=x&api_key=k"
+    assert redact_url(url) == "http://host:8000/v1?token=***&model=x&api_key=***"
+    assert redact_url("https://api.openai.com/v1") == "https://api.openai.com/v1"
+
+
+def test_recorded_commands_hold_no_credentials(monkeypatch):
+    from safepref.evaluate.jailbreak import provenance
+    from safepref.redact import command_line
+
+    argv = ["safepref", "eval", "jailbreak", "--judge-base-url",
+            "http://user:sk-live-9f8e7d6c5b4a@judge.example:8080/v1?token=abc123&x=1", "--out", "o d"]
+    assert command_line(argv) == ("safepref eval jailbreak --judge-base-url "
+                                  "'http://judge.example:8080/v1?token=***&x=1' --out 'o d'")
+    monkeypatch.setattr("sys.argv", argv)
+    recorded = provenance()["command"]
+    assert "sk-live" not in recorded and "abc123" not in recorded and "user" not in recorded
+
+
+def test_a_partly_echoed_key_is_masked_in_errors(monkeypatch):
+    from safepref.api import ChatClient
+
+    monkeypatch.setenv("MY_KEY", "gsk_AbCdEfGhIjKlMnOp1234")
+    client = ChatClient("m", base_url="http://127.0.0.1:9/v1", api_key_env="MY_KEY")
+    echoed = "Incorrect API key provided: gsk_AbCd****1234 and gsk_AbCdEfGhIjKl (see docs)"
+    assert client._redact(echoed) == "Incorrect API key provided: *** and *** (see docs)"
+
+
+def test_cli_errors_are_redacted(tmp_path, capsys):
+    code = main(["generate", "--model", "m", "--prompts", "http://u:p4ss@h/x.jsonl?token=zz",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and "p4ss" not in err and "zz" not in err

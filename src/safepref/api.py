@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from safepref.errors import BackendError
 from safepref.records import write_json
+from safepref.redact import redact_text
 
 Messages = list[dict[str, str]]
 
@@ -299,7 +300,7 @@ class ChatClient:
         key = os.environ.get(self.api_key_env)
         if key and len(key) >= 4:
             text = text.replace(key, "***")
-        return _SECRET_PATTERN.sub("***", text)
+        return redact_text(_SECRET_PATTERN.sub("***", text), [self.api_key_env])
 
     def _batch_error(self, error: BaseException, answered: int) -> BackendError:
         if self.cache_dir is not None:

@@ -14,6 +14,7 @@ import sys
 
 from safepref import __version__
 from safepref.errors import SafeprefError
+from safepref.redact import redact_text
 
 # name -> (module, one-line help). Order is the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("safepref.commands.eval", "jailbreak ASR, over-refusal, general capability"),
     "run": ("safepref.commands.run", "the whole study from one experiment YAML (cached, resumable)"),
     "report": ("safepref.commands.report", "report.md, figures and summary.json for a run folder"),
+    "export": ("safepref.commands.export", "a preference set as a Hugging Face dataset; a model's card"),
 }
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except SafeprefError as exc:
-        print(f"safepref {args.command}: error: {exc}", file=sys.stderr)
+        print(f"safepref {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"safepref {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

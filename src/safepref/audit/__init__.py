@@ -42,6 +42,7 @@ from safepref.audit.representations import (
 from safepref.config import field, require
 from safepref.errors import DataError
 from safepref.records import PreferencePair, read_pairs
+from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ def run_audit(sets: list[tuple[str, str]], config: AuditConfig, out_dir: str | P
     report = {
         "audit_version": AUDIT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command or " ".join(sys.argv),
+        "command": command_line(command or sys.argv),
         "config": dataclasses.asdict(config),
         "versions": _versions(),
         "sets": results,

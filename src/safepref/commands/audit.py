@@ -20,9 +20,10 @@ embed:<sentence-transformers name or folder> (minilm = all-MiniLM-L6-v2, offline
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from pathlib import Path
+
+from safepref.redact import command_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,7 @@ def _command(args: argparse.Namespace, names: list[str]) -> str:
         parts += ["--max-pairs", str(args.max_pairs)]
     if args.out:
         parts += ["--out", args.out]
-    return " ".join(shlex.quote(p) for p in parts)
+    return command_line(parts)
 
 
 def run(args: argparse.Namespace) -> int:

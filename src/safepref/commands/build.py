@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref.errors import ConfigError, DataError, did_you_mean
+from safepref.redact import command_line
 
 INPUT_FLAGS = {"human": "--human", "target_greedy": "--target-greedy", "target_samples": "--target-samples",
                "chosen": "--chosen", "pool": "--pool", "rm": "--rm"}
@@ -293,7 +293,7 @@ def _command_line() -> str:
     """The command as typed, when this process is the `safepref build` command line."""
     argv = sys.argv[1:]
     if "build" in argv:
-        return "safepref " + " ".join(shlex.quote(a) for a in argv)
+        return command_line(["safepref", *argv])
     return "safepref build (called from Python; see config)"
 
 

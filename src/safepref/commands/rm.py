@@ -81,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import shlex
     import sys
 
     from safepref.config import load_config
     from safepref.errors import ConfigError
+    from safepref.redact import command_line
     from safepref.reward.offline import OfflineRMConfig, default_folder, train_offline_rm
 
     flags = {"name": args.name, "pairs": args.pairs, "labels": args.labels, "features": args.features,
@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_folder(config.name)
     if (out / "rm.json").exists() and not args.overwrite:
         raise ConfigError(f"{out} already holds a reward model; pass --overwrite to replace it, or --name/--out")
-    command = "safepref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line(["safepref", *sys.argv[1:]])
     model, meta = train_offline_rm(config, device=args.device, progress=True, command=command)
     model.save(out)
     metrics = meta["metrics"]

@@ -100,6 +100,7 @@ def _relaunch(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from safepref.redact import command_line
     from safepref.train.dpo import check_inputs, train_dpo
 
     config = _config(args)
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         check_inputs(args.pairs, args.model, config, args.out, args.overwrite, args.resume)
         return _relaunch(args)
     summary = train_dpo(args.pairs, args.model, config, args.out, overwrite=args.overwrite, resume=args.resume,
-                        command=shlex.join(["safepref", *_arguments(args)]))
+                        command=command_line(["safepref", *_arguments(args)]))
     if not summary:  # ranks other than the main one
         return 0
     training, monitor = summary["training"], summary["monitor"]

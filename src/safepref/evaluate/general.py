@@ -30,6 +30,7 @@ from safepref import __version__, paths
 from safepref.errors import BackendError, ConfigError, DataError, ModelError, SafeprefError
 from safepref.models import pick_device, pick_dtype, resolve_model
 from safepref.records import write_json, write_jsonl
+from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def evaluate_general(model_spec: str, tasks: str | list[str], include_path: str 
             "seconds": {"load_tasks": round(loaded_tasks - started, 2),
                         "load_model": round(loaded_model - loaded_tasks, 2),
                         "evaluate": round(finished - loaded_model, 2), "total": round(finished - started, 2)},
-            "command": " ".join(sys.argv),
+            "command": command_line(sys.argv),
         })
     return flat
 

@@ -35,6 +35,7 @@ from safepref import __version__
 from safepref.errors import BackendError, DataError, SafeprefError
 from safepref.evaluate.judges import Judge, JudgeSettings, aggregate, check_judge_spec, make_judge
 from safepref.records import Prompt, Response, iter_jsonl, read_records, to_dict, write_json, write_jsonl
+from safepref.redact import command_line
 from safepref.stats import rate_entry
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def _per_answer(answers: list[Response], entries: dict[str, Any], out_dir: Path)
 
 
 def provenance() -> dict[str, Any]:
-    return {"command": " ".join(["safepref", *sys.argv[1:]]) if sys.argv else "",
+    return {"command": command_line(["safepref", *sys.argv[1:]]) if sys.argv else "",
             "safepref": __version__, "python": platform.python_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

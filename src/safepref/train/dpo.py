@@ -45,6 +45,7 @@ from safepref import config as cfg
 from safepref.config import field, require
 from safepref.errors import ConfigError, DataError, ModelError, SafeprefError
 from safepref.records import PreferencePair, write_json, write_text
+from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
 
@@ -694,7 +695,7 @@ def train_dpo(pairs: Any, model_spec: str, config: DPOTrainConfig, out_dir: str 
         write_json(out / "run.json", {
             "hash": inputs.hash, "identity": inputs.identity, "config": config.resolved(),
             "model": model_spec, "model_location": location, "pairs_source": inputs.source,
-            "command": command or f"train_dpo({str(pairs)[:80]!r}, {model_spec!r}, ...)",
+            "command": command_line(command or f"train_dpo({str(pairs)[:80]!r}, {model_spec!r}, ...)"),
             "versions": versions(), "world_size": state.num_processes, "precision": precision,
             "model_dtype": model_dtype, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
