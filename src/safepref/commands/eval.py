@@ -19,6 +19,8 @@ import argparse
 import json
 from typing import Any
 
+from safepref.config import finite_float
+
 
 def _add_generation(parser: argparse.ArgumentParser) -> None:
     from safepref.generate import PRESETS
@@ -40,7 +42,7 @@ def _add_generation(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", default=None, help="openai backend: endpoint of the evaluated model")
     group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai backend: key variable")
     group.add_argument("--concurrency", type=int, default=8, help="openai backend: parallel requests")
-    group.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
+    group.add_argument("--timeout", type=finite_float, default=120.0, help="openai backend: seconds per request")
     group.add_argument("--max-retries", type=int, default=5,
                        help="openai backend: retries of a failed request (backoff); 0 = fail at once")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -59,7 +61,7 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
                        help="rubric/llm: the environment variable holding the key")
     group.add_argument("--judge-concurrency", type=int, default=8, help="rubric/llm: parallel requests")
     group.add_argument("--judge-retries", type=int, default=5, help="rubric/llm: retries per request")
-    group.add_argument("--judge-timeout", type=float, default=60.0, help="rubric/llm: seconds per request")
+    group.add_argument("--judge-timeout", type=finite_float, default=60.0, help="rubric/llm: seconds per request")
     group.add_argument("--judge-template", default=None,
                        help="rubric: template name (rubric_v1) or a file with {goal} and {answer}")
     group.add_argument("--judge-max-tokens", type=int, default=512, help="rubric/llm: reply length limit")
@@ -115,6 +117,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tj.add_argument("--compare", action="store_true", help="train and measure every recipe (nothing is saved)")
     tj.add_argument("--force", action="store_true", help="retrain even when a trained judge exists")
     tj.set_defaults(_eval=_run_train_judge)
+
+    from safepref.evaluate import validate
+
+    vj = sub.add_parser("validate-judge", help="agreement of judges (or refusal detectors) with human labels",
+                        description=validate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    vj.add_argument("--labels", required=True,
+                    help="labelled file (.jsonl/.json/.csv/.parquet) or a named set (gptfuzz-evaluate, "
+                         "pku-realign:held-out, ...)")
+    vj.add_argument("--judge", dest="judges", action="append", default=[], metavar="JUDGE",
+                    help="repeatable: a harm judge (keyword[:<list>], classifier, safety, rubric, hf-classifier:...)")
+    vj.add_argument("--detector", dest="detectors", action="append", default=[], metavar="DETECTOR",
+                    help="repeatable: a refusal detector (keyword, opening, llm); labels then mark refusals")
+    vj.add_argument("--out", required=True, help="output folder")
+    for role in ("prompt", "response", "label", "category"):
+        vj.add_argument(f"--{role}-field", default=None, help=f"column of the {role} (default: the usual names)")
+    vj.add_argument("--limit", type=int, default=None, help="only the first N labelled rows")
+    vj.add_argument("--chunk", type=int, default=256, help="rows judged between two saves (resume granularity)")
+    _add_judge_options(vj)
+    vj.set_defaults(_eval=_run_validate)
 
     general_help = "general capability through lm-evaluation-harness"
     try:
@@ -206,6 +227,21 @@ def _run_train_judge(args: argparse.Namespace) -> int:
     print(f"trained {args.recipe} on {classifier.meta['train']['rows']} answers "
           f"in {classifier.meta['train_seconds']} s; saved to {folder}")
     print("validation (GPTFuzz evaluate split): " + json.dumps({k: validation[k] for k in keys}))
+    return 0
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from safepref.evaluate import validate
+    from safepref.evaluate.labels import LabelFields
+
+    fields = LabelFields(prompt=args.prompt_field, response=args.response_field, label=args.label_field,
+                         category=args.category_field)
+    config = validate.ValidateConfig(labels=args.labels, out=args.out, judges=args.judges,
+                                     detectors=args.detectors, fields=fields, limit=args.limit, chunk=args.chunk,
+                                     judge_settings=_settings(args))
+    summary = validate.validate(config)
+    print(validate.format_validation(summary))
+    print(f"wrote {args.out}/validation.json, {args.out}/verdicts/, {args.out}/disagreements/")
     return 0
 
 
