@@ -141,6 +141,7 @@ class DPOTrainConfig:
     monitor: MonitorSettings = field(default_factory=MonitorSettings, help="reward-hacking monitor")
 
     def __post_init__(self) -> None:
+        cfg.require_finite(self)
         require(self.finetune in ("full", "lora"), "finetune", f"must be full or lora, got {self.finetune!r}")
         require(self.beta > 0, "beta", "must be positive")
         require(bool(self.loss_type), "loss_type", "must name at least one loss")
@@ -767,6 +768,9 @@ def train_dpo(pairs: Any, model_spec: str, config: DPOTrainConfig, out_dir: str 
         if not config.keep_checkpoints:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         write_json(out / "summary.json", summary)  # last: its status marks the run finished
+        from safepref.train.modelcard import write_model_card
+
+        write_model_card(out)  # README.md, the hub's model card; evaluation results are added later
     state.wait_for_everyone()
     return summary
 

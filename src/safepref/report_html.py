@@ -1,0 +1,240 @@
+"""``report.html``: one self-contained page to read a run's answers (no server, no network; opens from disk).
+
+  safepref report runs/quickstart     # writes report.html beside report.md (and refreshes the model cards)
+
+What the page holds, read from the run folder's stage outputs (``index.json`` -> ``stages/<stage>-<hash>/``):
+- the summary table of ``summary.json`` (rates with their 95% intervals and n where the summary has them), the
+  figures (PNG embedded as data URIs) and any paired comparisons the summary lists;
+- per condition, its preference pairs (prompt, chosen, rejected, each side's source and reward score, the length
+  gap, the audit's per-pair numbers), filterable by the audit's cue words and by length gap;
+- the jailbreak answers of every model to each prompt side by side with every judge's verdict, filterable to
+  the prompts where two chosen models disagree;
+- the DPO monitor of each condition (its curves, summary numbers and warnings).
+
+Safety of the page: Jinja2 renders it with autoescaping on; the data the filters need sits in a
+``<script type="application/json">`` block whose ``<``, ``>`` and ``&`` are escaped as ``\\u003c`` etc. (so an
+answer holding ``</script>`` cannot end the block), and the page's script writes text with ``textContent`` only.
+Big runs are capped (``MAX_PAIRS`` per condition, ``MAX_PROMPTS`` jailbreak prompts); the page says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from safepref.records import iter_jsonl, write_text
+
+MAX_PAIRS = 300  # pairs shown per condition: the page stays responsive and a few MB at most
+MAX_PROMPTS = 200  # jailbreak prompts shown (AdvBench's study set is 100)
+# Per-pair numbers the audit may write in margins.jsonl: key -> column label, first found wins per kind.
+AUDIT_PAIR_FIELDS = {"probe_confidence": "probe P(chosen)", "probe_score": "probe score",
+                     "margin_per_token": "ref. log-p margin / token"}
+
+
+def safe_json(obj: Any) -> str:
+    """JSON for a ``<script type="application/json">`` block: ``<``, ``>``, ``&`` escaped so no text inside
+    can close the block or open a comment; JSON.parse reads the escapes back as the characters."""
+    text = json.dumps(obj, ensure_ascii=False, default=str, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _data_uri(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+# ------------------------------------------------------------------------------------------ collecting
+
+
+def _interval(row: dict[str, Any], judge: str) -> dict[str, Any]:
+    """ASR of one judge as {value, lo, hi, n}; the interval where the summary or metrics carry one."""
+    jailbreak = row.get("jailbreak") or {}
+    value = (jailbreak.get("asr") or {}).get(judge)
+    judge_info = (jailbreak.get("judges") or {}).get(judge) or {}
+    ci = (jailbreak.get("asr_ci") or {}).get(judge) or judge_info.get("asr_ci") or judge_info.get("ci")
+    if isinstance(value, dict):  # an interval-carrying summary: {"rate"/"value", "ci"/"interval", "n"}
+        ci = value.get("ci") or value.get("interval") or ci
+        judge_info = {**judge_info, "n": value.get("n", judge_info.get("n"))}
+        value = value.get("rate", value.get("value", value.get("estimate")))
+    lo, hi = (ci[0], ci[1]) if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
+    return {"value": value, "lo": lo, "hi": hi, "n": judge_info.get("judged", judge_info.get("n"))}
+
+
+def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Judges and one table row per condition, from summary.json."""
+    from safepref.report import _judges, compliance_rate_of, refusal_rate_of
+
+    judges = _judges(summary)
+    rows = []
+    for condition, row in summary["conditions"].items():
+        sheet, audit = row.get("datasheet") or {}, row.get("audit") or {}
+        length = sheet.get("length") or {}
+        gap = None
+        if length.get("chosen_mean") is not None and length.get("rejected_mean") is not None:
+            gap = length["chosen_mean"] - length["rejected_mean"]
+        rows.append({"condition": condition, "kind": row.get("kind"), "pairs": sheet.get("rows"),
+                     "asr": [_interval(row, j) for j in judges], "over_refusal": refusal_rate_of(row),
+                     "compliance": compliance_rate_of(row), "best_auc": audit.get("best_auc"),
+                     "best_repr": audit.get("best"), "gap": gap, "verdict": audit.get("verdict")})
+    return judges, rows
+
+
+def _audit_per_pair(audit_dir: Path | None, condition: str) -> tuple[dict[int, float], str | None]:
+    """The audit's per-pair number for one set (pair index -> value) and its label."""
+    if audit_dir is None or not (audit_dir / "margins.jsonl").is_file():
+        return {}, None
+    rows = [row for _, row in iter_jsonl(audit_dir / "margins.jsonl") if row.get("set") == condition]
+    for key, label in AUDIT_PAIR_FIELDS.items():
+        values = {int(r["pair"]): float(r[key]) for r in rows if r.get(key) is not None and "pair" in r}
+        if values:
+            return values, label
+    return {}, None
+
+
+def pair_tables(dirs: dict[str, Path], conditions: list[str], audit: dict[str, Any] | None) -> dict[str, Any]:
+    """Per condition: its first MAX_PAIRS pairs with sources, scores, length gap and the audit's numbers."""
+    by_set = {s.get("name"): s for s in (audit or {}).get("sets", [])}
+    audit_dir = dirs.get("audit")
+    out = {}
+    for condition in conditions:
+        folder = dirs.get(f"build/{condition}")
+        if folder is None or not (folder / "pairs.jsonl").is_file():
+            continue
+        from safepref.datasheet import side_label
+
+        per_pair, label = _audit_per_pair(audit_dir, condition)
+        rows, total = [], 0
+        for index, (_, pair) in enumerate(iter_jsonl(folder / "pairs.jsonl")):
+            total += 1
+            if index >= MAX_PAIRS:
+                continue
+            chosen, rejected = pair["chosen"][-1]["content"], pair["rejected"][-1]["content"]
+            cm, rm = pair.get("chosen_meta") or {}, pair.get("rejected_meta") or {}
+            rows.append({"prompt": pair["prompt"][-1]["content"], "chosen": chosen, "rejected": rejected,
+                         "chosen_source": side_label(cm), "rejected_source": side_label(rm),
+                         "chosen_score": cm.get("score"), "rejected_score": rm.get("score"),
+                         "gap": _words(chosen) - _words(rejected), "audit": per_pair.get(index)})
+        cues = (by_set.get(condition) or {}).get("cues") or {}
+        top = cues.get("tfidf_top_words") or {}
+        out[condition] = {"rows": rows, "total": total, "audit_label": label,
+                          "cue_words": {"chosen": top.get("chosen") or [], "rejected": top.get("rejected") or []},
+                          "cue": (by_set.get(condition) or {}).get("cue")}
+    return out
+
+
+def jailbreak_table(dirs: dict[str, Path], conditions: list[str]) -> dict[str, Any]:
+    """Every model's answer to each jailbreak prompt, side by side, with each judge's verdict."""
+    prompts: dict[str, dict[str, Any]] = {}
+    models, judges = [], []
+    for condition in conditions:
+        folder = dirs.get(f"eval/{condition}")
+        path = folder / "jailbreak" / "per_answer.jsonl" if folder else None
+        if path is None or not path.is_file():
+            continue
+        models.append(condition)
+        for _, row in iter_jsonl(path):
+            entry = prompts.setdefault(row["prompt_id"], {"prompt": row.get("prompt", ""), "answers": {}})
+            if condition in entry["answers"]:
+                continue  # several samples a prompt: the first is shown
+            verdicts = {j: {"harmful": v.get("harmful"), "score": v.get("score")}
+                        for j, v in (row.get("verdicts") or {}).items()}
+            judges += [j for j in verdicts if j not in judges]
+            entry["answers"][condition] = {"answer": row.get("answer", ""), "verdicts": verdicts}
+    rows = list(prompts.values())
+    return {"models": models, "judges": judges, "rows": rows[:MAX_PROMPTS], "total": len(rows)}
+
+
+def monitor_sections(dirs: dict[str, Path], conditions: list[str]) -> list[dict[str, Any]]:
+    sections = []
+    for condition in conditions:
+        folder = dirs.get(f"train/{condition}")
+        summary = _json(folder / "summary.json") if folder else None
+        if not summary:
+            continue
+        monitor = summary.get("monitor") or {}
+        acc, margin, drift = (monitor.get(k) or {} for k in ("accuracy", "margin", "drift"))
+        sections.append({"condition": condition, "image": _data_uri(folder / "monitor.png"),
+                         "steps": monitor.get("total_steps"), "acc_final": acc.get("final"),
+                         "first_above": acc.get("first_step_above"), "threshold": acc.get("threshold"),
+                         "margin_growth": margin.get("growth"), "drift_chosen": drift.get("chosen_final"),
+                         "drift_rejected": drift.get("rejected_final"), "warnings": monitor.get("warnings") or []})
+    return sections
+
+
+def comparisons(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Lists of flat records the summary may hold (paired comparisons): one generic table each."""
+    tables = []
+    for key in ("comparisons", "paired_comparisons", "paired"):
+        value = summary.get(key)
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for v in value for k in v))
+            tables.append({"title": key.replace("_", " "), "columns": columns,
+                           "rows": [[v.get(c) for c in columns] for v in value]})
+    return tables
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def render(context: dict[str, Any]) -> str:
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+    from markupsafe import Markup
+
+    env = Environment(loader=PackageLoader("safepref", "templates"), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    template = env.get_template("report.html.j2")
+    return template.render(**context, data_json=Markup(safe_json(context["data"])))  # escaped above
+
+
+def write_html_report(run_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], name: str) -> Path:
+    """Write ``report.html`` into ``out_dir`` (and the run folder), then refresh the run's model cards."""
+    from safepref.report import _stage_dirs
+    from safepref.train.modelcard import refresh_run_cards
+
+    run_dir, out = Path(run_dir), Path(out_dir)
+    dirs = _stage_dirs(run_dir)
+    conditions = list(summary["conditions"])
+    audit = _json(dirs["audit"] / "audit.json") if "audit" in dirs else None
+    judges, rows = summary_rows(summary)
+    pairs = pair_tables(dirs, conditions, audit)
+    jailbreak = jailbreak_table(dirs, conditions)
+    figures = [{"name": f, "uri": _data_uri(out / f)} for f in summary.get("figures") or []]
+    context = {
+        "name": name, "judges": judges, "rows": rows, "figures": [f for f in figures if f["uri"]],
+        "missing": summary.get("missing_stages") or [], "comparisons": comparisons(summary),
+        "monitors": monitor_sections(dirs, conditions), "max_pairs": MAX_PAIRS, "max_prompts": MAX_PROMPTS,
+        "pair_counts": {c: (t["total"], len(t["rows"])) for c, t in pairs.items()},
+        "jailbreak_counts": (jailbreak["total"], len(jailbreak["rows"])),
+        "data": {"pairs": pairs, "jailbreak": jailbreak},
+    }
+    html = render(context)
+    write_text(out / "report.html", html)
+    if out != run_dir:
+        write_text(run_dir / "report.html", html)
+    refresh_run_cards({k: v for k, v in dirs.items() if (v / "stage.json").exists()})
+    return out / "report.html"
