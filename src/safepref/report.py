@@ -351,4 +351,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditi
     if out != run_dir:  # the report is also visible at the top of the run folder
         for file in ["report.md", "summary.json", *figures]:
             (run_dir / file).write_bytes((out / file).read_bytes())
+    from safepref.report_html import write_html_report  # report.html (also refreshes the model cards)
+
+    write_html_report(run_dir, out, summary, name or run_dir.name)
     return {"figures": figures, "conditions": len(ordered), "missing_stages": summary["missing_stages"]}
