@@ -17,6 +17,12 @@ user would type, so a stage's output folder is exactly what that command writes)
   eval/<condition>, eval/sft   jailbreak ASR, over-refusal, general (safepref eval ...)
   report                       report.md, figures, summary.json    (safepref report)
 
+With ``seeds: [0, 1, 2]`` the train and eval stages of each trained condition run once a seed
+(``train/<condition>/seed-<s>``); everything that does not depend on the seed runs once with the first seed:
+the prompts, the target's greedy answers and samples, the reward model, the preference sets, the audit and the
+SFT evaluation (greedy). ``evaluate.jailbreak.sets`` adds prompt sets judged beside the study's AdvBench-100
+(``eval/<condition>/jailbreak-<set>/``). A one-seed run without extra sets keeps the stage keys it had before.
+
 Each stage's folder is ``<out>/stages/<stage>-<hash>``, the hash covering its settings and its inputs' hashes:
 a rerun skips finished stages, a killed run resumes, and a changed setting recomputes only what depends on it.
 """
@@ -98,6 +104,15 @@ class TrainSection:
 class JailbreakSection:
     prompts: str = field("advbench:100", help="jailbreak prompt set (the study: first 100 AdvBench goals)")
     judges: list[str] = field(default_factory=lambda: ["keyword", "classifier"], help="judges by name")
+    sets: list[str] = field(default_factory=list,
+                            help="further prompt sets judged the same way, each reported apart and pooled with "
+                                 "`prompts` (e.g. harmbench, donotanswer:300, a file)")
+
+    def __post_init__(self) -> None:
+        folders = [jailbreak_folder(spec, i == 0) for i, spec in enumerate([self.prompts, *self.sets])]
+        require(len(set(folders)) == len(folders), "evaluate.jailbreak.sets",
+                "two prompt sets share a name (" + ", ".join(sorted({f for f in folders if folders.count(f) > 1}))
+                + "): give each set once")
     set: dict[str, Any] = field(default_factory=dict, help="overrides of the paper-eval generation preset")
 
 
@@ -151,6 +166,11 @@ class ExperimentConfig:
     audit: AuditSection | None = field(default_factory=AuditSection, help="separability audit (None = skip)")
     device: str = field("auto", help="device for every stage: auto, cpu, cuda")
     seed: int = field(0, help="seed passed to generation and training")
+    seeds: list[int] | None = field(None, help="seeds of the experiment (e.g. [0, 1, 2]): each one trains and "
+                                               "evaluates every condition, and the report pools them; what does "
+                                               "not depend on it is made once with the first seed (prompts, "
+                                               "answers and samples, reward model, sets, audit, SFT evaluation). "
+                                               "null = [seed]")
 
     def __post_init__(self) -> None:
         for condition in self.conditions:
@@ -159,6 +179,8 @@ class ExperimentConfig:
                 raise ConfigError(f"config field 'conditions': unknown condition '{condition}'{hint}; "
                                   f"known: {', '.join(CONDITION_ORDER)}")
         require(len(set(self.conditions)) == len(self.conditions), "conditions", "a condition is listed twice")
+        require(self.seeds is None or (len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds)), "seeds",
+                "must list at least one seed, each once (or be null)")
         require(self.max_pairs_per_prompt is None or self.max_pairs_per_prompt >= 1, "max_pairs_per_prompt",
                 "must be at least 1 (or null for no cap)")
         for role, names in (("gpt4o", [self.roles.gpt4o]), ("stronger", [self.roles.stronger]),
@@ -184,6 +206,26 @@ class ExperimentConfig:
         for condition in self.conditions:
             if condition in needs and not needs[condition][0]:
                 raise ConfigError(f"condition '{condition}' needs {needs[condition][1]}")
+
+
+    def run_seeds(self) -> list[int]:
+        """The seeds the run trains with: ``seeds``, or ``[seed]``."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+
+def seed_stage(name: str, seed: int, seeds: list[int]) -> str:
+    """``train/self-rm`` for a one-seed run (earlier runs keep their folders), ``train/self-rm/seed-1`` else."""
+    return name if len(seeds) == 1 else f"{name}/seed-{seed}"
+
+
+def jailbreak_folder(spec: str, primary: bool) -> str:
+    """The eval folder of a jailbreak prompt set: ``jailbreak`` for the study's set, ``jailbreak-<set>`` else."""
+    if primary:
+        return "jailbreak"
+    import re
+
+    stem = Path(spec).stem if ("/" in spec or Path(spec).suffix) else spec
+    return "jailbreak-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-")
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -271,6 +313,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     stages: list[Stage] = []
     device = ["--device", exp.device]
     trained = [c for c in exp.conditions if c != "sft"]
+    seeds = exp.run_seeds()
+    base_seed = seeds[0]  # seed of the stages every seed shares (greedy answers do not depend on it)
     prompt_settings: dict[str, Any] = {"source": exp.prompts.source, "limit": exp.prompts.limit}
     for key in ("covered_by", "prefer"):
         specs = {name: exp.answers[name].source for name in getattr(exp.prompts, key)}
@@ -287,7 +331,7 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
                                     ("sample", needs_sample, exp.generation.sample)):
         if not needed:
             continue
-        settings = {"preset": f"paper-{kind}", "set": {"seed": exp.seed, **overrides}, "model": exp.target}
+        settings = {"preset": f"paper-{kind}", "set": {"seed": base_seed, **overrides}, "model": exp.target}
         stages.append(Stage(
             f"generate/self-{kind}",
             _command_stage(lambda ctx, kind=kind, s=settings: [[
@@ -321,7 +365,7 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     rm_stage = None
     if exp.reward_model.startswith("offline:") and exp.reward_training is not None:
         rm_stage = "rm/train"
-        settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": exp.seed}
+        settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": base_seed}
         stages.append(Stage(rm_stage, _command_stage(lambda ctx, s=settings: [[
             "rm", "train", "--name", s["name"], "--out", str(ctx.out_dir), "--overwrite", "--seed", str(s["seed"]),
             *[x for k, v in sorted(s["options"].items()) for x in (f"--{k.replace('_', '-')}", str(v))]]]),
@@ -330,19 +374,25 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         stages.append(_build_stage(exp, condition, answer_spec, device, rm_stage))
     if exp.audit is not None and trained:
         stages.append(_audit_stage(exp, trained, device))
-    for condition in trained:
-        settings = {"model": exp.target, "config": _abs(exp.train.config), "set": {"seed": exp.seed,
+    for condition, seed in ((c, s) for c in trained for s in seeds):
+        settings = {"model": exp.target, "config": _abs(exp.train.config), "set": {"seed": seed,
                                                                                    **exp.train.set}}
         stages.append(Stage(
-            f"train/{condition}",
+            seed_stage(f"train/{condition}", seed, seeds),
             _command_stage(lambda ctx, c=condition, s=settings: [[
                 "train", "--pairs", str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), "--model", s["model"],
                 *(["--config", s["config"]] if s["config"] else []), *_sets(s["set"]), "--out", str(ctx.out_dir),
                 *(["--resume"] if (ctx.out_dir / "run.json").exists() else [])]]),
-            settings, [f"build/{condition}"], description=f"DPO on {condition}"))
+            settings, [f"build/{condition}"], description=f"DPO on {condition}"
+                                                          + (f", seed {seed}" if len(seeds) > 1 else "")))
     for condition in exp.conditions:
-        stages.append(_eval_stage(exp, condition, device))
-    stages.append(Stage("report", _report_stage, {"conditions": exp.conditions, "name": exp.name},
+        # The SFT model is evaluated once: greedy decoding does not depend on the seed.
+        for seed in seeds[:1] if condition == "sft" else seeds:
+            stages.append(_eval_stage(exp, condition, device, seed, seeds))
+    report_settings: dict[str, Any] = {"conditions": exp.conditions, "name": exp.name}
+    if len(seeds) > 1:  # absent for one seed: earlier runs keep their cache keys
+        report_settings["seeds"] = seeds
+    stages.append(Stage("report", _report_stage, report_settings,
                         [s.name for s in stages if s.name.startswith(("eval/", "train/", "build/", "audit"))],
                         description="report.md, figures, summary.json"))
     return stages
@@ -417,24 +467,28 @@ def _audit_stage(exp: ExperimentConfig, trained: list[str], device: list[str]) -
                  description="separability of every preference set")
 
 
-def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str]) -> Stage:
+def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str], seed: int, seeds: list[int]) -> Stage:
     evaluate = exp.evaluate
-    settings = {"model": exp.target if condition == "sft" else None,
-                "jailbreak": cfg.to_dict(evaluate.jailbreak) if evaluate.jailbreak else None,
+    jailbreak = cfg.to_dict(evaluate.jailbreak) if evaluate.jailbreak else None
+    if jailbreak and not jailbreak["sets"]:
+        del jailbreak["sets"]  # absent when unused: earlier runs keep their cache keys
+    settings = {"model": exp.target if condition == "sft" else None, "jailbreak": jailbreak,
                 "refusal": cfg.to_dict(evaluate.refusal) if evaluate.refusal else None,
                 "general": cfg.to_dict(evaluate.general) if evaluate.general else None}
-    deps = [] if condition == "sft" else [f"train/{condition}"]
+    train = seed_stage(f"train/{condition}", seed, seeds)
+    deps = [] if condition == "sft" else [train]
 
     def argv(ctx: StageContext) -> list[list[str]]:
-        model = exp.target if condition == "sft" else str(ctx.inputs[f"train/{condition}"])
+        model = exp.target if condition == "sft" else str(ctx.inputs[train])
         calls = []
         if evaluate.jailbreak:
             jb = evaluate.jailbreak
-            args = ["eval", "jailbreak", "--model", model, "--prompts", jb.prompts, "--out",
-                    str(ctx.out_dir / "jailbreak"), *_sets(jb.set), *device]
-            for judge in jb.judges:
-                args += ["--judge", judge]
-            calls.append(args)
+            for i, spec in enumerate([jb.prompts, *jb.sets]):
+                args = ["eval", "jailbreak", "--model", model, "--prompts", spec, "--out",
+                        str(ctx.out_dir / jailbreak_folder(spec, i == 0)), *_sets(jb.set), *device]
+                for judge in jb.judges:
+                    args += ["--judge", judge]
+                calls.append(args)
         if evaluate.refusal:
             rf = evaluate.refusal
             calls.append(["eval", "refusal", "--model", model, "--safe-prompts", rf.safe, "--unsafe-prompts",
@@ -450,15 +504,17 @@ def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str]) -> Sta
             calls.append(args)
         return calls
 
-    return Stage(f"eval/{condition}", _command_stage(argv), settings, deps,
-                 description=f"evaluate {'the starting model' if condition == 'sft' else condition}")
+    name = f"eval/{condition}" if condition == "sft" else seed_stage(f"eval/{condition}", seed, seeds)
+    return Stage(name, _command_stage(argv), settings, deps,
+                 description=f"evaluate {'the starting model' if condition == 'sft' else condition}"
+                             + (f", seed {seed}" if len(seeds) > 1 and condition != "sft" else ""))
 
 
 def _report_stage(ctx: StageContext) -> dict[str, Any]:
     from safepref.report import write_report
 
     return write_report(ctx.out_dir.parent.parent, ctx.out_dir, conditions=ctx.config["conditions"],
-                        name=ctx.config["name"])
+                        name=ctx.config["name"], seeds=ctx.config.get("seeds"))
 
 
 # ------------------------------------------------------------------------------------------------ entry

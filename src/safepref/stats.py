@@ -71,8 +71,11 @@ def _resample_means(matrices: list[np.ndarray], resamples: int, seed: int) -> np
     cols = rng.integers(0, seeds, size=(resamples, seeds))  # (B, S)
     out = np.empty((len(matrices), resamples))
     for i, m in enumerate(matrices):
-        picked = m[rows[:, :, None], cols[:, None, :]]  # (B, P, S)
-        out[i] = np.nanmean(picked.reshape(resamples, -1), axis=1)
+        picked = m[rows[:, :, None], cols[:, None, :]].reshape(resamples, -1)  # (B, P*S)
+        counts = (~np.isnan(picked)).sum(axis=1)
+        sums = np.nansum(picked, axis=1)
+        # a resample that drew only empty cells has no mean (NaN, skipped by the percentiles)
+        out[i] = np.divide(sums, counts, out=np.full(resamples, np.nan), where=counts > 0)
     return out
 
 

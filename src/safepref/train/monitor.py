@@ -78,6 +78,25 @@ def first_step_above(steps: Sequence[int], values: Sequence[float], threshold: f
     return None
 
 
+def first_step_above_pairs(steps: Sequence[int], values: Sequence[float], pairs_per_step: int,
+                           threshold: float = 0.95, min_pairs: int = 64) -> dict[str, Any]:
+    """First step whose reward accuracy, averaged over the last logged rows covering at least ``min_pairs``
+    training pairs, is above ``threshold``.
+
+    One logged row of TRL's ``rewards/accuracies`` is the mean over one batch (``pairs_per_step`` pairs, times
+    the steps between rows when logging is sparser), so a single lucky batch of 4 pairs at 1.00 says little;
+    a mean over 64 pairs has a standard error of at most 0.06. Returns the step (None if never), the window
+    in logged rows and in pairs, and the raw (one-row) first step for comparison.
+    """
+    gaps = sorted(b - a for a, b in zip(steps, steps[1:], strict=False) if b > a)
+    every = gaps[len(gaps) // 2] if gaps else 1  # median step gap between logged rows
+    pairs_per_row = max(1, pairs_per_step * every)
+    window = max(1, math.ceil(min_pairs / pairs_per_row))
+    return {"first_step_above_smoothed": first_step_above(steps, values, threshold, window),
+            "first_step_above_raw": first_step_above(steps, values, threshold, 1),
+            "window_rows": window, "window_pairs": window * pairs_per_row}
+
+
 def slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Least-squares slope of ``ys`` on ``xs``; None with fewer than two distinct x."""
     n = len(xs)
