@@ -105,15 +105,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_judge_options(rf)
     rf.set_defaults(_eval=_run_refusal)
 
-    from safepref.evaluate import harm_classifier
+    from safepref.evaluate import safety_judge
 
-    tj = sub.add_parser("train-judge", help="train the offline harmfulness classifier on GPTFuzz",
-                        description=harm_classifier.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tj.add_argument("--recipe", default=harm_classifier.DEFAULT_RECIPE, choices=list(harm_classifier.RECIPES),
-                    help="feature blocks of the classifier")
-    tj.add_argument("--data", default=None, help="folder with train.csv/evaluate.csv (default $SAFEPREF_DATA/gptfuzz)")
+    tj = sub.add_parser("train-judge", help="train an offline judge (default: the safety judge, request + answer)",
+                        description=safety_judge.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tj.add_argument("--kind", default="safety", choices=["safety", "classifier", "finetuned"],
+                    help="safety: request+answer features and a head, on the CPU (the default judge); classifier: "
+                         "the older answer-only GPTFuzz classifier; finetuned: a MiniLM cross-encoder (GPU)")
+    tj.add_argument("--recipe", default=None,
+                    help=f"safety: {', '.join(safety_judge.RECIPES)} (default {safety_judge.DEFAULT_RECIPE}); "
+                         "classifier: word, char, word+char, minilm, minilm+word+char")
+    tj.add_argument("--data", default=None, help="classifier: folder with train.csv/evaluate.csv (default "
+                                                 "$SAFEPREF_DATA/gptfuzz)")
+    tj.add_argument("--max-rows-per-set", type=int, default=None,
+                    help="safety/finetuned: cap each training set (a lighter judge that trains faster)")
     tj.add_argument("--out", default=None,
-                    help="save here (default: $SAFEPREF_CACHE/judges/classifier, the judge named 'classifier')")
+                    help="save here (default: $SAFEPREF_CACHE/judges/<kind>, the judge named after the kind)")
     tj.add_argument("--compare", action="store_true", help="train and measure every recipe (nothing is saved)")
     tj.add_argument("--force", action="store_true", help="retrain even when a trained judge exists")
     tj.set_defaults(_eval=_run_train_judge)
@@ -204,27 +211,74 @@ def _run_refusal(args: argparse.Namespace) -> int:
 
 
 def _run_train_judge(args: argparse.Namespace) -> int:
+    if args.kind == "classifier":
+        return _train_classifier(args)
+    if args.kind == "finetuned":
+        from safepref.evaluate import finetuned_judge
+
+        out = args.out or str(_cache_judges() / "finetuned")
+        meta = finetuned_judge.train_finetuned_judge(out, max_rows_per_set=args.max_rows_per_set)
+        print(f"trained on {meta['train_rows']} rows in {meta['seconds']} s ({meta['device']}); saved to {out}")
+        print(f"use it as: --judge hf-classifier:{out}")
+        return 0
+    from safepref.evaluate import safety_judge as sj
+
+    if args.compare:
+        keys = ("accuracy", "precision", "recall", "kappa", "flagged_rate", "n")
+        for recipe in sj.RECIPES:
+            model = sj.train_safety_judge(sj.SafetyJudgeConfig(recipe=recipe, max_rows_per_set=args.max_rows_per_set))
+            print(f"{recipe} (trained in {model.meta['seconds_total']} s):")
+            for name, m in model.meta["validation"].items():
+                print(f"  {name:<18} " + " ".join(f"{k}={m[k]}" for k in keys))
+        print("(held-out prompts of each set; GPTFuzz: its evaluate file; nothing saved)")
+        return 0
+    folder = args.out or sj.default_folder()
+    config = sj.SafetyJudgeConfig(recipe=args.recipe or sj.DEFAULT_RECIPE, max_rows_per_set=args.max_rows_per_set)
+    if not args.force and args.out is None and (folder / "judge.json").exists():
+        model = sj.load_default_judge(train_if_missing=False)
+        if model.meta.get("version") == sj.JUDGE_VERSION and model.recipe == config.recipe:
+            print(f"already trained ({folder}); --force retrains")
+            return 0
+    model = sj.train_safety_judge(config)
+    model.save(folder)
+    print(f"trained {config.recipe} on {model.meta['train_rows']} rows in {model.meta['seconds_total']} s "
+          f"(features {model.meta['seconds_features']} s); saved to {folder}")
+    for name, m in model.meta["validation"].items():
+        print(f"  held-out {name:<18} n={m['n']} accuracy={m['accuracy']} {m['accuracy_ci']} "
+              f"precision={m['precision']} recall={m['recall']} kappa={m['kappa']}")
+    return 0
+
+
+def _cache_judges() -> Any:
+    from safepref import paths
+
+    return paths.cache_dir("judges")
+
+
+def _train_classifier(args: argparse.Namespace) -> int:
     from safepref.evaluate import harm_classifier as hc
 
+    recipe = args.recipe or hc.DEFAULT_RECIPE
+    hc.check_recipe(recipe)
     keys = ("accuracy", "precision", "recall", "f1", "n")
     if args.compare:
         results = hc.compare_recipes(data_dir=args.data)
         print(f"{'recipe':<18} " + " ".join(f"{k:>9}" for k in (*keys, "seconds")))
-        for recipe, m in results.items():
-            print(f"{recipe:<18} " + " ".join(f"{m[k]:>9}" for k in (*keys, "seconds")))
+        for name, m in results.items():
+            print(f"{name:<18} " + " ".join(f"{m[k]:>9}" for k in (*keys, "seconds")))
         print("(trained on GPTFuzz train, measured on its evaluate split; nothing saved)")
         return 0
     folder = args.out or hc.default_folder()
     if not args.force and args.out is None and (hc.default_folder() / "meta.json").exists():
         classifier = hc.load_default_classifier(train_if_missing=False)
-        if classifier.meta.get("version") == hc.CLASSIFIER_VERSION and classifier.recipe == args.recipe:
+        if classifier.meta.get("version") == hc.CLASSIFIER_VERSION and classifier.recipe == recipe:
             print(f"already trained ({folder}); --force retrains")
             print(json.dumps({k: classifier.meta["validation"][k] for k in keys}))
             return 0
-    classifier = hc.train_classifier(args.recipe, args.data)
+    classifier = hc.train_classifier(recipe, args.data)
     classifier.save(folder)
     validation = classifier.meta["validation"]
-    print(f"trained {args.recipe} on {classifier.meta['train']['rows']} answers "
+    print(f"trained {recipe} on {classifier.meta['train']['rows']} answers "
           f"in {classifier.meta['train_seconds']} s; saved to {folder}")
     print("validation (GPTFuzz evaluate split): " + json.dumps({k: validation[k] for k in keys}))
     return 0

@@ -252,6 +252,27 @@ class ClassifierJudge:
                         raw=f"p={p:.4f}") for p in probabilities]
 
 
+class SafetyJudge:
+    """The default offline judge: reads request and answer (``safepref.evaluate.safety_judge``)."""
+
+    def __init__(self, folder: str | None = None) -> None:
+        from safepref.evaluate import safety_judge
+
+        self.model = safety_judge.SafetyJudgeModel.load(folder) if folder else safety_judge.load_default_judge()
+        self.name = "safety" if not folder else f"safety:{folder}"
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.model.meta
+        return {"judge": self.name, "version": meta.get("version"), "recipe": self.model.recipe,
+                "threshold": self.model.threshold, "validation": meta.get("validation"),
+                "score": "P(harmful | request, answer); harmful = P >= threshold"}
+
+    def judge(self, prompts: list[str], answers: list[str]) -> list[Verdict]:
+        probabilities = self.model.predict_proba(list(prompts), list(answers))
+        return [Verdict(harmful=bool(p >= self.model.threshold), score=round(float(p), 4), raw=f"p={p:.4f}")
+                for p in probabilities]
+
+
 _HARMFUL_LABEL = re.compile(r"unsafe|harm|toxic|jailbr|violat|^yes$|^label_1$|^1$", re.IGNORECASE)
 _VERDICT_WORD = {"unsafe": True, "yes": True, "harmful": True, "safe": False, "no": False, "unharmful": False}
 
@@ -366,6 +387,7 @@ JUDGES: dict[str, Callable[[str | None, JudgeSettings], Judge]] = {
     "keyword": lambda arg, s: KeywordJudge(arg or s.phrases),
     "rubric": lambda arg, s: RubricJudge(_with(s, rubric_model=arg), f"rubric:{arg}") if arg else RubricJudge(s),
     "classifier": lambda arg, s: ClassifierJudge(arg),
+    "safety": lambda arg, s: SafetyJudge(arg),
     "hf-classifier": lambda arg, s: HFClassifierJudge(_required(arg, "hf-classifier"), s),
 }
 
@@ -388,7 +410,7 @@ def check_judge_spec(spec: str) -> str:
     if name not in JUDGES:
         hint = did_you_mean(name, list(JUDGES))
         raise ConfigError(f"unknown judge '{spec}'.{hint} Known: {', '.join(JUDGES)} "
-                          "(keyword:<list>, rubric[:<model>], classifier[:<folder>], hf-classifier:<folder>)")
+                          "(keyword:<list>, rubric[:<model>], classifier[:<folder>], safety[:<folder>], hf-classifier:<folder>)")
     return name
 
 
