@@ -189,3 +189,163 @@ def test_cli_errors_are_redacted(tmp_path, capsys):
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1 and "p4ss" not in err and "zz" not in err
+
+
+# -------------------------------------------------------------------------------- silent acceptance
+
+
+@pytest.mark.parametrize("override, field_name", [
+    ("temperature=inf", "temperature"), ("temperature=.inf", "temperature"), ("top_p=.nan", "top_p"),
+    ("repetition_penalty=-.inf", "repetition_penalty")])
+def test_generation_settings_refuse_non_finite_numbers(override, field_name):
+    from safepref.errors import ConfigError
+    from safepref.generate import generation_config
+
+    with pytest.raises(ConfigError, match=f"config field '{field_name}' must be a finite number"):
+        generation_config("paper-sample", overrides=[override])
+    with pytest.raises(ConfigError, match="'temperature' must be a finite number"):
+        GenerationConfig(temperature=float("inf"))
+
+
+def test_training_settings_refuse_non_finite_beta_and_learning_rate():
+    from safepref.errors import ConfigError
+    from safepref.train.dpo import DPOTrainConfig, load_train_config
+
+    with pytest.raises(ConfigError, match="config field 'beta' must be a finite number, got inf"):
+        load_train_config(overrides=["beta=.inf"])
+    with pytest.raises(ConfigError, match="config field 'learning_rate' must be a finite number"):
+        load_train_config(overrides=["learning_rate=nan"])
+    with pytest.raises(ConfigError, match="'beta' must be a finite number"):
+        DPOTrainConfig(beta=float("inf"))
+
+
+def test_float_options_refuse_inf_on_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", "m", "--prompts", "p", "--out", "o", "--timeout", "inf"])
+    assert "must be a finite number, got 'inf'" in capsys.readouterr().err
+
+
+def test_an_empty_path_after_the_equals_sign_is_refused():
+    from safepref.errors import DataError
+    from safepref.sources import load_prompts
+
+    with pytest.raises(DataError, match="source 'advbench=': the path after '=' is empty"):
+        load_prompts("advbench=")
+
+
+# -------------------------------------------------------------------------------- one-line errors
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("bad.jsonl", b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n', r"bad.jsonl:2: not valid UTF-8"),
+    ("bad.csv", b"prompt\ncaf\xe9\n", r"bad.csv: not valid UTF-8 text"),
+    ("fake.parquet", b"this is no parquet", r"fake.parquet: not a readable parquet file"),
+    ("fake.jsonl.gz", b"this is no gzip", r"fake.jsonl.gz: not a valid gzip file"),
+    ("deep.jsonl", b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", r"deep.jsonl:1: JSON nested too"),
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000, r"deep.json: JSON nested too deeply"),
+])
+def test_broken_data_files_give_one_line_naming_the_file(tmp_path, name, data, message):
+    from safepref.errors import DataError
+    from safepref.sources import load_prompts
+
+    with pytest.raises(DataError, match=message):
+        load_prompts(_write(tmp_path / name, data))
+
+
+def test_broken_files_read_as_records_name_file_and_line(tmp_path):
+    from safepref.errors import DataError
+
+    with pytest.raises(DataError, match=r"r.jsonl:1: not valid UTF-8"):
+        read_records(_write(tmp_path / "r.jsonl", b'{"prompt": "\xff"}\n'), "response")
+    with pytest.raises(DataError, match=r"r2.jsonl:1: JSON nested too deeply"):
+        read_records(_write(tmp_path / "r2.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n"), "response")
+    numeric = '{"prompt": 12, "response": "a", "source": {}}\n'
+    with pytest.raises(DataError, match=r"n.jsonl:1: field 'prompt' must be a str, got int 12"):
+        read_records(_write(tmp_path / "n.jsonl", numeric.encode()), "response")
+    numeric = '{"prompt": "p", "response": 3.5, "source": {}}\n'
+    with pytest.raises(DataError, match=r"m.jsonl:1: field 'response' must be a str, got float"):
+        read_records(_write(tmp_path / "m.jsonl", numeric.encode()), "response")
+    pair = json.dumps({"prompt": "a string", "chosen": [{"role": "assistant", "content": "x"}],
+                       "rejected": [{"role": "assistant", "content": "y"}]}) + "\n"
+    with pytest.raises(DataError, match=r"p.jsonl:1: field 'prompt' must be a non-empty list of messages"):
+        read_records(_write(tmp_path / "p.jsonl", pair.encode()), "pair")
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root reads every file")
+def test_an_unreadable_file_gives_one_line(tmp_path):
+    from safepref.errors import DataError
+    from safepref.sources import load_prompts
+
+    path = tmp_path / "secret.jsonl"
+    path.write_text('{"prompt": "x"}\n')
+    path.chmod(0)
+    with pytest.raises(DataError, match=r"secret.jsonl: cannot read \(Permission denied\)"):
+        load_prompts(str(path))
+
+
+def test_a_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    from safepref.sources import load_prompts
+
+    prompts, report = load_prompts(_write(tmp_path / "b.csv", b"\xef\xbb\xbfgoal,target\nDo x,Sure\n"),
+                                   {"prompt": "goal"})
+    assert [p.text for p in prompts] == ["Do x"] and report.kept == 1
+
+
+def test_an_empty_answer_is_counted_and_skipped_not_fatal(tmp_path):
+    from safepref.sources import load_responses
+
+    rows = [{"prompt": "a", "response": "yes"}, {"prompt": "b", "response": "  "}, {"prompt": "c", "response": "no"}]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, report = load_responses(str(path))
+    assert [r.response for r in records] == ["yes", "no"]
+    assert report.as_dict() == {"source": str(path), "rows": 3, "kept": 2, "dropped": {"empty_response": 1}}
+
+
+def test_a_yaml_alias_cycle_is_a_config_error(tmp_path):
+    from safepref.errors import ConfigError
+    from safepref.train.dpo import load_train_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lora: &x {r: *x}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: lora.r: a YAML alias refers to itself"):
+        load_train_config(path)
+
+
+def test_audit_reads_a_plain_prompt_chosen_rejected_file_as_train_does(tmp_path):
+    from safepref.audit import load_set
+
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "good", "rejected": "bad"}) + "\n")
+    pairs, where = load_set(str(path))
+    assert where == str(path) and [(p.prompt_text, p.chosen_text, p.rejected_text) for p in pairs] == [
+        ("p", "good", "bad")]
+
+
+def test_models_needing_remote_code_or_pickled_adapters_give_one_line(tmp_path, tiny_model_dir):
+    import shutil
+
+    from safepref.errors import ModelError
+    from safepref.models import load_model, resolve_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+    (adapter / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelError, match="holds no ..safetensors weights .found: adapter_config.json, "
+                                         "adapter_model.bin.; pickled weights are not loaded"):
+        resolve_model(str(adapter))
+
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config.update(model_type="my-own-arch", auto_map={"AutoConfig": "configuration_mine.MyConfig",
+                                                      "AutoModelForCausalLM": "modeling_mine.MyModel"})
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="needs its own code to load .the model.; .* pass --trust-remote-code"):
+        load_model(str(remote), device="cpu")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -39,11 +40,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to read") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of field: value")
+    _check_acyclic(data, str(path), set())
     return data
+
+
+def _check_acyclic(node: Any, where: str, parents: set[int]) -> None:
+    """ConfigError for a YAML alias that contains itself (``a: &x [*x]``): it would recurse forever."""
+    if not isinstance(node, dict | list):
+        return
+    if id(node) in parents:
+        raise ConfigError(f"{where}: a YAML alias refers to itself (alias cycle)")
+    parents = parents | {id(node)}
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        _check_acyclic(value, f"{where}: {key}" if ": " not in where else f"{where}.{key}", parents)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -135,14 +155,20 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             return value
         raise ConfigError(f"config field '{name}' must be an integer, got {value!r}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "5e-7" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "5e-7" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"config field '{name}' must be a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"config field '{name}' must be a number, got {value!r}")
+        # inf/nan pass every `> 0` check yet give random tokens or NaN losses: refuse them here, for all.
+        if not math.isfinite(number):
+            raise ConfigError(f"config field '{name}' must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -175,6 +201,28 @@ def config_hash(*parts: Any) -> str:
         default=str,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=`` for a float option: refuses inf and nan (``--timeout inf`` would never end)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def require_finite(config: Any) -> None:
+    """ConfigError naming the first float field of dataclass ``config`` that holds inf or nan (for configs
+    built in Python, which skip the parsing checks)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config field '{f.name}' must be a finite number, got {value!r}")
 
 
 def require(condition: bool, field_name: str, message: str) -> None:

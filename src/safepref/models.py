@@ -120,14 +120,31 @@ def _convert_embedded(name: str) -> Path:
 
 
 def _has_weights(folder: Path) -> bool:
-    return any(folder.glob("*.safetensors")) or (folder / "adapter_config.json").exists()
+    if (folder / "adapter_config.json").exists():
+        return (folder / "adapter_model.safetensors").exists()
+    return any(folder.glob("*.safetensors"))
+
+
+def load_error(spec: str, what: str, exc: Exception) -> ModelError:
+    """One line for a failed ``from_pretrained``; a model that needs its own code says how to allow it."""
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return ModelError(f"model '{spec}' needs its own code to load ({what}); safepref does not run a model's "
+                          "code unless asked: pass --trust-remote-code (or trust_remote_code: true) if you trust it")
+    return ModelError(f"cannot load {what} for '{spec}': {type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}")
 
 
 def resolve_model(spec: str) -> str:
     """A loadable location for ``spec``: embedded name -> cached folder; folder -> checked; else a hub id.
 
-    Raises ModelError for a folder without safetensors weights or a path that does not exist.
+    ``random:<arch>[?tokenizer=...]`` -> a cached folder of a random twin (config and tokenizer, no weights;
+    see ``safepref.random_models``). Raises ModelError for a folder without safetensors weights or a path that
+    does not exist.
     """
+    if spec.startswith("random:"):
+        from safepref import random_models
+
+        return random_models.resolve(spec)
     if spec in EMBEDDED_MODELS:
         return str(_convert_embedded(spec))
     path = Path(spec).expanduser()
@@ -138,7 +155,9 @@ def resolve_model(spec: str) -> str:
             raise ModelError(f"model folder {path} has no config.json")
         if not _has_weights(path):
             found = ", ".join(sorted(p.name for p in path.iterdir())[:10])
-            raise ModelError(f"model folder {path} holds no *.safetensors weights (found: {found or 'nothing'})")
+            # Pickled weights (*.bin, *.pt) can run code when loaded: only safetensors are read.
+            raise ModelError(f"model folder {path} holds no *.safetensors weights (found: {found or 'nothing'}); "
+                             "pickled weights are not loaded: convert them to safetensors")
         return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError(f"model folder {spec} does not exist")
@@ -184,8 +203,8 @@ def load_tokenizer(spec: str, padding_side: str = "left", trust_remote_code: boo
         location = _adapter_base(location)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelError(f"cannot load tokenizer for '{spec}': {str(exc)[:300]}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise load_error(spec, "its tokenizer", exc) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
@@ -195,19 +214,35 @@ def load_tokenizer(spec: str, padding_side: str = "left", trust_remote_code: boo
 def _adapter_base(folder: str) -> str:
     import json
 
-    config = json.loads(Path(folder, "adapter_config.json").read_text())
-    return resolve_model(config["base_model_name_or_path"])
+    path = Path(folder, "adapter_config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{path}: not a readable adapter config ({type(exc).__name__})") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base:
+        raise ModelError(f"{path}: field 'base_model_name_or_path' is missing: which model does it adapt?")
+    return resolve_model(base)
 
 
 def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False) -> Any:
     """Causal LM in eval mode on the chosen device. A LoRA adapter folder is loaded onto its base model."""
     from transformers import AutoModelForCausalLM
 
+    from safepref import random_models
+
     location = resolve_model(spec)
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
+    if random_models.is_random(location):  # built on the device: a 7B twin never passes through the CPU
+        return random_models.build(location, device, torch_dtype)
     try:
-        if Path(location, "adapter_config.json").exists():
+        if Path(location, "adapter_config.json").exists() and random_models.is_random(_adapter_base(location)):
+            from peft import PeftModel
+
+            base = random_models.build(_adapter_base(location), device, torch_dtype)
+            model = PeftModel.from_pretrained(base, location).merge_and_unload()
+        elif Path(location, "adapter_config.json").exists():
             from peft import PeftModel
 
             base = AutoModelForCausalLM.from_pretrained(
@@ -217,8 +252,8 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 location, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelError(f"cannot load model '{spec}': {str(exc)[:300]}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise load_error(spec, "the model", exc) from None
     model.to(device)
     model.eval()
     return model

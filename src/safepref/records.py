@@ -142,11 +142,26 @@ def from_dict(kind: str, obj: dict[str, Any], where: str) -> Any:
     if missing:
         raise DataError(f"{where}: {kind} record lacks field(s) {', '.join(missing)}")
     known = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__}
-    record = cls(**known)
+    # Types are checked before the record is built: its __post_init__ hashes the prompt text.
+    for name, expected in _FIELD_TYPES[kind].items():
+        if name in known and not isinstance(known[name], expected):
+            wanted = " or ".join(t.__name__ for t in expected) if isinstance(expected, tuple) else \
+                expected.__name__
+            raise DataError(f"{where}: field '{name}' must be a {wanted}, got {type(known[name]).__name__} "
+                            f"{repr(known[name])[:60]}")
     if kind == "pair":
         for side in ("prompt", "chosen", "rejected"):
-            _check_messages(getattr(record, side), f"{where}: field '{side}'")
-    return record
+            _check_messages(known[side], f"{where}: field '{side}'")
+    return cls(**known)
+
+
+# What each record's fields must hold (JSON types), checked by ``from_dict``.
+_FIELD_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "prompt": {"text": str, "source": str, "prompt_id": str, "meta": dict},
+    "response": {"prompt": str, "response": str, "source": dict, "prompt_id": str, "sample_index": int,
+                 "score": (int, float, type(None)), "meta": dict},
+    "pair": {"chosen_meta": dict, "rejected_meta": dict, "prompt_id": str, "recipe": str},
+}
 
 
 def _is_required(f: Any) -> bool:
@@ -169,21 +184,20 @@ def _check_messages(messages: Any, where: str) -> None:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)``; blank lines are skipped. Raises DataError naming file and line."""
+    """Yield ``(line_number, object)``; blank lines are skipped. Raises DataError naming file and line (also
+    for invalid UTF-8, JSON nested too deep, and files that cannot be read)."""
+    from safepref.sources.tables import jsonl_rows
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; a .jsonl file is needed here")
+    try:
+        for where, obj in jsonl_rows(path):
+            yield int(where.rsplit(":", 1)[1]), obj
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def read_records(path: str | Path, kind: str) -> list[Any]:

@@ -41,7 +41,7 @@ from safepref.audit.representations import (
 )
 from safepref.config import field, require
 from safepref.errors import DataError
-from safepref.records import PreferencePair, read_pairs
+from safepref.records import PreferencePair
 from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
@@ -95,17 +95,19 @@ class AuditConfig:
 
 
 def load_set(spec: str) -> tuple[list[PreferencePair], str]:
-    """Pairs from a ``pairs.jsonl`` file, a folder holding one, or a source spec (``pku-paper:200``)."""
+    """Pairs from a ``pairs.jsonl`` file, a folder holding one, or a source spec (``pku-paper:200``).
+
+    Files are read as ``train`` reads them: safepref pair records, or plain prompt/chosen/rejected columns."""
+    from safepref.sources import load_pairs
+
     path = Path(spec).expanduser()
     if path.is_dir():
         candidate = path / "pairs.jsonl"
         if not candidate.exists():
             raise DataError(f"folder {path} has no pairs.jsonl")
-        return read_pairs(candidate), str(candidate)
+        return load_pairs(str(candidate))[0], str(candidate)
     if path.is_file():
-        return read_pairs(path), str(path)
-    from safepref.sources import load_pairs
-
+        return load_pairs(str(path))[0], str(path)
     pairs, _ = load_pairs(spec)
     return pairs, spec
 

@@ -23,6 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
+from safepref.config import finite_float
 from safepref.redact import command_line
 
 
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"representation (repeatable; default: {' '.join(DEFAULT_REPRESENTATIONS)})")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by prompt")
     parser.add_argument("--seed", type=int, default=0, help="seed for folds, probes and bootstrap")
-    parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    parser.add_argument("--C", type=finite_float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
     parser.add_argument("--no-margin", dest="margin", action="store_false",
                         help="skip the reference model's log-prob margin")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from safepref.config import finite_float
 from safepref.generate import PRESETS
 
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="openai backend: the environment variable that holds the key")
     parser.add_argument("--concurrency", type=int, default=8, help="openai backend: parallel requests")
-    parser.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
+    parser.add_argument("--timeout", type=finite_float, default=120.0, help="openai backend: seconds per request")
     parser.add_argument("--max-retries", type=int, default=5,
                         help="openai backend: retries of a failed request (backoff); 0 = fail at once")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")

@@ -51,6 +51,7 @@ class GenerationConfig:
                                               "shard (None = 2 batches)")
 
     def __post_init__(self) -> None:
+        cfg.require_finite(self)
         require(self.max_new_tokens > 0, "max_new_tokens", "must be positive")
         require(self.temperature > 0, "temperature", "must be positive")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")

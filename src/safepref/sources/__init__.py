@@ -133,11 +133,13 @@ def _pair(prompt: str, chosen: str, rejected: str, name: str, extra: dict | None
 
 
 def _response_parser(prompt_field: str, response_field: str, model: str | None = None,
-                     input_field: str | None = None) -> Callable[[Row, str, str], Response]:
-    def parse(row: Row, where: str, name: str) -> Response:
+                     input_field: str | None = None) -> Callable[[Row, str, str], Response | Skip]:
+    def parse(row: Row, where: str, name: str) -> Response | Skip:
         prompt = get_field(row, prompt_field, where)
         if input_field and str(row.get(input_field) or "").strip():
             prompt = f"{prompt}\n\n{row[input_field]}"
+        if isinstance(row.get(response_field), str) and not row[response_field].strip():
+            return Skip("empty_response")  # a model may answer nothing: counted, not fatal
         answer = get_field(row, response_field, where)
         source = {"kind": "dataset", "name": name}
         if model:
@@ -251,6 +253,9 @@ def parse_spec(spec: str) -> SourceSpec:
     name, path = None, None
     if "=" in spec:
         name, path_text = spec.split("=", 1)
+        if not path_text.strip():
+            # Path("") is the current folder: it would be read recursively.
+            raise DataError(f"source '{raw}': the path after '=' is empty; give name=path/to/file_or_folder")
         path = Path(path_text)
     elif spec in SOURCES:
         name = spec

@@ -535,16 +535,24 @@ def _load_causal_lm(location: str, dtype: str, trust_remote_code: bool) -> Any:
     already partitioned). A LoRA adapter folder is merged into its base first."""
     from transformers import AutoModelForCausalLM
 
+    from safepref import random_models
     from safepref.models import load_model, pick_dtype
 
+    if random_models.is_random(location):  # a random twin: built where it trains, never in float32 on the CPU
+        import torch
+
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        return random_models.build(location, device, pick_dtype(dtype, "cpu"))
     folder = Path(location)
     if (folder / "adapter_config.json").exists() and not (folder / "config.json").exists():
         return load_model(location, device="cpu", dtype=dtype, trust_remote_code=trust_remote_code)
     try:
         return AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, "cpu"), use_safetensors=True,
                                                     trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelError(f"cannot load model '{location}': {str(exc)[:300]}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        from safepref.models import load_error
+
+        raise load_error(location, "the model", exc) from None
 
 
 # ----------------------------------------------------------------------------------------- saving
