@@ -349,3 +349,27 @@ def test_models_needing_remote_code_or_pickled_adapters_give_one_line(tmp_path, 
     (remote / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="needs its own code to load .the model.; .* pass --trust-remote-code"):
         load_model(str(remote), device="cpu")
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "original", "--human", "pku-realign", "--limit-prompts", "2", "--out", "{out}"],
+    ["audit", "--pairs", "pku-realign:8", "--model", "none", "--out", "{out}"],
+    ["generate", "--model", "no/such-model", "--prompts", "advbench:1", "--out", "{out}", "--backend", "hf"],
+])
+def test_an_existing_file_as_out_is_refused_before_any_work(tmp_path, capsys, argv):
+    target = tmp_path / "taken.txt"
+    target.write_text("keep me")
+    code = main([a.replace("{out}", str(target)) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.endswith(f"--out {target} is a file; give a folder") and len(err.splitlines()) == 1
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes everywhere")
+def test_an_out_inside_a_read_only_folder_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    code = main(["build", "original", "--human", "pku-realign", "--limit-prompts", "2",
+                 "--out", str(locked / "set")])
+    assert code == 1 and f"{locked} is not writable" in capsys.readouterr().err

@@ -42,6 +42,24 @@ def data_file(relative: str) -> Path:
     return path
 
 
+def check_output_dir(out: str | Path, option: str = "--out") -> Path:
+    """Refuse an output folder that cannot be written, before any model or data is loaded: an existing
+    file, or a folder (or its nearest existing parent) without write permission. Raises SafeprefError."""
+    from safepref.errors import SafeprefError
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SafeprefError(f"{option} {out} is a file; give a folder")
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SafeprefError(f"cannot create {option} {out}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SafeprefError(f"cannot write {option} {out}: {probe} is not writable")
+    return out
+
+
 def cache_dir(*parts: str) -> Path:
     base = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "safepref")).expanduser()
     path = base.joinpath(*parts)

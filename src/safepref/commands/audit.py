@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--name given {len(args.name)} time(s) but --pairs {len(args.pairs)} time(s); "
                           f"give one name per set or none")
     names = args.name or [_default_name(spec) for spec in args.pairs]
+    if args.out:
+        from safepref.paths import check_output_dir
+
+        check_output_dir(args.out)  # before any model loads
     model = None if str(args.model).lower() in ("none", "") else args.model
     config = AuditConfig(
         representations=list(args.representations or DEFAULT_REPRESENTATIONS), model=model, folds=args.folds,

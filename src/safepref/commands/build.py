@@ -315,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
     if condition == "gpt4o-self" and args.chosen and _label(args.chosen) != "gpt4o":
         print(f"note: condition gpt4o-self with --chosen {args.chosen} (not the gpt4o source)", file=sys.stderr)
     rm = None
+    from safepref.paths import check_output_dir
+
+    check_output_dir(args.out)  # before the reward model loads: a bad --out must not cost its loading time
     if args.rm:  # load first: a bad reward model name fails before any data is read
         from safepref.reward import load_reward_model
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safepref.errors import DataError, SafeprefError
+from safepref.paths import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ def check_out_dir(out_dir: str | Path) -> None:
     """Refuse an output that cannot hold a run, before any model is loaded: a file, a folder that safepref
     did not write, or a place that cannot be written. Raises SafeprefError (one line)."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SafeprefError(f"--out {out} is a file; give a folder")
+    check_output_dir(out)
     if out.is_dir():
         foreign = [p.name for p in out.iterdir() if p.name not in _PRESTART_ENTRIES]
         if foreign and _read_marker(out / "config.json") is None:
@@ -67,16 +66,6 @@ def check_out_dir(out_dir: str | Path) -> None:
                 f"{out} is not empty and holds no safepref generation run (no generation config.json; found "
                 f"{', '.join(sorted(foreign)[:3])}{' ...' if len(foreign) > 3 else ''}); it is never "
                 "overwritten: choose another --out")
-    check_writable(out)
-
-
-def check_writable(out: Path) -> None:
-    """SafeprefError when ``out`` (or its nearest existing parent) cannot be written."""
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SafeprefError(f"cannot write to {out}: {probe} is not writable")
 
 
 def prepare(out: Path, run_hash: str, overwrite: bool) -> None:
