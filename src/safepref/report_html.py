@@ -60,25 +60,80 @@ def _words(text: str) -> int:
 # ------------------------------------------------------------------------------------------ collecting
 
 
-def _interval(row: dict[str, Any], judge: str) -> dict[str, Any]:
-    """ASR of one judge as {value, lo, hi, n}; the interval where the summary or metrics carry one."""
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson interval of k successes in n (scipy's binomial test)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _entry(rate: Any, ci: Any = None, n: Any = None, k: Any = None) -> dict[str, Any]:
+    """{value, lo, hi, n}: the interval as given, else Wilson's from k of n, else none."""
+    lo = hi = None
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        lo, hi = ci
+    elif isinstance(k, int) and isinstance(n, int) and n > 0:
+        lo, hi = wilson(k, n)
+    return {"value": rate, "lo": lo, "hi": hi, "n": n}
+
+
+def _rate(row: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """A rate the summary carries with its interval (``rates``: {metric: {rate, k, n, ci95}})."""
+    entry = (row.get("rates") or {}).get(metric)
+    if not isinstance(entry, dict) or entry.get("rate") is None:
+        return None
+    return _entry(entry["rate"], entry.get("ci95"), entry.get("n"))
+
+
+def asr_entry(row: dict[str, Any], judge: str) -> dict[str, Any]:
+    """ASR of one judge on the study's prompt set: the summary's rate and interval, else the metrics' count."""
+    found = _rate(row, f"asr/jailbreak/{judge}")
+    if found:
+        return found
     jailbreak = row.get("jailbreak") or {}
-    value = (jailbreak.get("asr") or {}).get(judge)
-    judge_info = (jailbreak.get("judges") or {}).get(judge) or {}
-    ci = (jailbreak.get("asr_ci") or {}).get(judge) or judge_info.get("asr_ci") or judge_info.get("ci")
-    if isinstance(value, dict):  # an interval-carrying summary: {"rate"/"value", "ci"/"interval", "n"}
-        ci = value.get("ci") or value.get("interval") or ci
-        judge_info = {**judge_info, "n": value.get("n", judge_info.get("n"))}
-        value = value.get("rate", value.get("value", value.get("estimate")))
-    lo, hi = (ci[0], ci[1]) if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
-    return {"value": value, "lo": lo, "hi": hi, "n": judge_info.get("judged", judge_info.get("n"))}
+    info = (jailbreak.get("judges") or {}).get(judge) or {}
+    return _entry((jailbreak.get("asr") or {}).get(judge), None, info.get("judged"), info.get("harmful"))
+
+
+def refusal_entry(row: dict[str, Any], part: str, detector: str = "opening") -> dict[str, Any]:
+    """Over-refusal (``safe``) or compliance (``unsafe``) on XSTest, with its interval where known."""
+    found = _rate(row, f"{'over_refusal' if part == 'safe' else 'compliance'}/{detector}")
+    if found:
+        return found
+    block = (row.get("refusal") or {}).get(part) or {}
+    rates = block.get("refusal_rate" if part == "safe" else "compliance_rate") or {}
+    return _entry(rates.get(detector))
+
+
+def judges_of(summary: dict[str, Any]) -> list[str]:
+    """Judges of the run, the primary one first (the report's PRIMARY_JUDGES order)."""
+    from safepref.report import PRIMARY_JUDGES
+
+    judges: list[str] = []
+    for row in summary["conditions"].values():
+        names = [m.split("/", 2)[2] for m in row.get("rates") or {} if m.startswith("asr/jailbreak/")]
+        names += list((row.get("jailbreak") or {}).get("asr") or {})
+        judges += [j for j in dict.fromkeys(names) if j not in judges]
+    rank = {j: i for i, j in enumerate(PRIMARY_JUDGES)}
+    return sorted(judges, key=lambda j: rank.get(j.split(":")[0], len(rank)))
+
+
+def validation_of(summary: dict[str, Any], judge: str) -> dict[str, Any] | None:
+    """A judge's agreement with held-out human labels: the summary's, else what the judge itself reports."""
+    found = (summary.get("judge_validation") or {}).get(judge)
+    if found:
+        return found
+    for row in summary["conditions"].values():
+        described = (((row.get("jailbreak") or {}).get("judges") or {}).get(judge) or {}).get("judge") or {}
+        if described.get("validation"):
+            return described["validation"]
+    return None
 
 
 def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """Judges and one table row per condition, from summary.json."""
-    from safepref.report import _judges, compliance_rate_of, refusal_rate_of
-
-    judges = _judges(summary)
+    judges = judges_of(summary)
     rows = []
     for condition, row in summary["conditions"].items():
         sheet, audit = row.get("datasheet") or {}, row.get("audit") or {}
@@ -87,10 +142,18 @@ def summary_rows(summary: dict[str, Any]) -> tuple[list[str], list[dict[str, Any
         if length.get("chosen_mean") is not None and length.get("rejected_mean") is not None:
             gap = length["chosen_mean"] - length["rejected_mean"]
         rows.append({"condition": condition, "kind": row.get("kind"), "pairs": sheet.get("rows"),
-                     "asr": [_interval(row, j) for j in judges], "over_refusal": refusal_rate_of(row),
-                     "compliance": compliance_rate_of(row), "best_auc": audit.get("best_auc"),
+                     "asr": [asr_entry(row, j) for j in judges], "over_refusal": refusal_entry(row, "safe"),
+                     "compliance": refusal_entry(row, "unsafe"), "best_auc": audit.get("best_auc"),
                      "best_repr": audit.get("best"), "gap": gap, "verdict": audit.get("verdict")})
     return judges, rows
+
+
+def first_stage(dirs: dict[str, Path], prefix: str) -> Path | None:
+    """``prefix``'s folder, or its first seed's (``train/x/seed-0``) in a several-seed run."""
+    if prefix in dirs:
+        return dirs[prefix]
+    seeded = sorted(name for name in dirs if name.startswith(prefix + "/seed-"))
+    return dirs[seeded[0]] if seeded else None
 
 
 def _audit_per_pair(audit_dir: Path | None, condition: str) -> tuple[dict[int, float], str | None]:
@@ -111,7 +174,7 @@ def pair_tables(dirs: dict[str, Path], conditions: list[str], audit: dict[str, A
     audit_dir = dirs.get("audit")
     out = {}
     for condition in conditions:
-        folder = dirs.get(f"build/{condition}")
+        folder = first_stage(dirs, f"build/{condition}")
         if folder is None or not (folder / "pairs.jsonl").is_file():
             continue
         from safepref.datasheet import side_label
@@ -141,7 +204,7 @@ def jailbreak_table(dirs: dict[str, Path], conditions: list[str]) -> dict[str, A
     prompts: dict[str, dict[str, Any]] = {}
     models, judges = [], []
     for condition in conditions:
-        folder = dirs.get(f"eval/{condition}")
+        folder = first_stage(dirs, f"eval/{condition}")
         path = folder / "jailbreak" / "per_answer.jsonl" if folder else None
         if path is None or not path.is_file():
             continue
@@ -161,7 +224,7 @@ def jailbreak_table(dirs: dict[str, Path], conditions: list[str]) -> dict[str, A
 def monitor_sections(dirs: dict[str, Path], conditions: list[str]) -> list[dict[str, Any]]:
     sections = []
     for condition in conditions:
-        folder = dirs.get(f"train/{condition}")
+        folder = first_stage(dirs, f"train/{condition}")
         summary = _json(folder / "summary.json") if folder else None
         if not summary:
             continue
@@ -175,16 +238,30 @@ def monitor_sections(dirs: dict[str, Path], conditions: list[str]) -> list[dict[
     return sections
 
 
-def comparisons(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Lists of flat records the summary may hold (paired comparisons): one generic table each."""
-    tables = []
-    for key in ("comparisons", "paired_comparisons", "paired"):
-        value = summary.get(key)
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            columns = list(dict.fromkeys(k for v in value for k in v))
-            tables.append({"title": key.replace("_", " "), "columns": columns,
-                           "rows": [[v.get(c) for c in columns] for v in value]})
-    return tables
+# Columns of the summary's paired comparisons worth a table cell (nested details stay in summary.json).
+COMPARISON_COLUMNS = ("metric", "condition", "baseline", "difference", "ci95", "n", "prompts", "seeds",
+                      "excludes_zero", "holm_significant_seeds")
+
+
+def comparisons(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary's paired comparisons (condition minus baseline, paired interval) as one table."""
+    value = summary.get("comparisons")
+    if not (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+        return None
+    present = {k for v in value for k in v}
+    columns = [c for c in COMPARISON_COLUMNS if c in present]
+    return {"columns": columns, "rows": [[v.get(c) for c in columns] for v in value]}
+
+
+def judge_notes(summary: dict[str, Any], judges: list[str]) -> list[dict[str, Any]]:
+    """Per judge: its agreement with held-out human labels, or that none is known."""
+    notes = []
+    for judge in judges:
+        found = validation_of(summary, judge) or {}
+        shown = {k: found[k] for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
+                 if isinstance(found.get(k), int | float)}
+        notes.append({"judge": judge, "agreement": shown})
+    return notes
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -195,6 +272,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
     if isinstance(value, list | dict):
         return json.dumps(value, default=str)
     return str(value)
@@ -226,7 +305,9 @@ def write_html_report(run_dir: str | Path, out_dir: str | Path, summary: dict[st
     figures = [{"name": f, "uri": _data_uri(out / f)} for f in summary.get("figures") or []]
     context = {
         "name": name, "judges": judges, "rows": rows, "figures": [f for f in figures if f["uri"]],
-        "missing": summary.get("missing_stages") or [], "comparisons": comparisons(summary),
+        "missing": summary.get("missing_stages") or [], "missing_notes": summary.get("missing") or [],
+        "comparisons": comparisons(summary), "judge_notes": judge_notes(summary, judges),
+        "separability": summary.get("separability"), "seeds": summary.get("seeds") or [],
         "monitors": monitor_sections(dirs, conditions), "max_pairs": MAX_PAIRS, "max_prompts": MAX_PROMPTS,
         "pair_counts": {c: (t["total"], len(t["rows"])) for c, t in pairs.items()},
         "jailbreak_counts": (jailbreak["total"], len(jailbreak["rows"])),

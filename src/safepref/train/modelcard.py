@@ -77,16 +77,33 @@ def read_evaluation(eval_dir: Path) -> dict[str, Any]:
     return found
 
 
+def _agreement(name: str, judge: dict[str, Any]) -> str:
+    """The judge's validated agreement with human labels, from its metrics or the judges module."""
+    found = judge.get("agreement") or (judge.get("judge") or {}).get("validation")
+    if not found:
+        try:
+            from safepref.evaluate.judges import judge_validation  # docs/validation/judges.json, when present
+
+            found = judge_validation(name)
+        except Exception:  # noqa: BLE001 - absent or unreadable validation: say so, do not fail the card
+            found = None
+    if not isinstance(found, dict):
+        return "not validated"
+    shown = [f"{k} {_fmt(found[k], 3)}" for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
+             if isinstance(found.get(k), int | float)]
+    return ", ".join(shown) or "not validated"
+
+
 def _judge_lines(jailbreak: dict[str, Any]) -> list[str]:
-    lines = ["| judge | ASR | 95% interval | n | mean score | validated agreement |", "|---|---|---|---|---|---|"]
+    from safepref.report_html import wilson
+
+    lines = ["| judge | ASR | 95% interval (Wilson) | n | mean score | validated agreement (held-out labels) |",
+             "|---|---|---|---|---|---|"]
     for name, judge in (jailbreak.get("judges") or {}).items():
-        ci = judge.get("asr_ci") or judge.get("ci")
-        ci_text = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else "–"
-        agreement = judge.get("agreement") or judge.get("validation") or (judge.get("judge") or {}).get("agreement")
-        if isinstance(agreement, dict):
-            agreement = ", ".join(f"{k} {_fmt(v)}" for k, v in agreement.items() if not isinstance(v, dict | list))
-        lines.append(f"| {name} | {_fmt(judge.get('asr'))} | {ci_text} | {_fmt(judge.get('judged', judge.get('n')))} "
-                     f"| {_fmt(judge.get('mean_score'))} | {agreement or 'not validated in this run'} |")
+        n, k = judge.get("judged"), judge.get("harmful")
+        ci = f"[{wilson(k, n)[0]:.2f}, {wilson(k, n)[1]:.2f}]" if isinstance(n, int) and isinstance(k, int) and n else "–"
+        lines.append(f"| {name} | {_fmt(judge.get('asr'))} | {ci} | {_fmt(n)} | {_fmt(judge.get('mean_score'))} "
+                     f"| {_agreement(name, judge)} |")
     return lines
 
 
@@ -186,14 +203,14 @@ def write_model_card(model_dir: str | Path, evaluation: dict[str, Any] | None = 
 
 
 def refresh_run_cards(stage_dirs: dict[str, Path]) -> list[Path]:
-    """Rewrite the card of every finished ``train/<condition>`` stage with its ``eval/<condition>`` results."""
+    """Rewrite the card of every finished ``train/<condition>[/seed-<s>]`` stage with its evaluation."""
     written = []
     for name, folder in stage_dirs.items():
         if not name.startswith("train/") or not (folder / "summary.json").exists():
             continue
-        condition = name.split("/", 1)[1]
-        eval_dir = stage_dirs.get(f"eval/{condition}")
-        build_dir = stage_dirs.get(f"build/{condition}")
+        rest = name[len("train/"):]  # "<condition>" or "<condition>/seed-<s>"
+        eval_dir = stage_dirs.get(f"eval/{rest}")
+        build_dir = stage_dirs.get(f"build/{rest}") or stage_dirs.get(f"build/{rest.split('/')[0]}")
         evaluation = read_evaluation(eval_dir) if eval_dir and (eval_dir / "stage.json").exists() else None
         sheet = _json(build_dir / "datasheet.json") if build_dir else None
         written.append(write_model_card(folder, evaluation, sheet))
