@@ -13,7 +13,8 @@ from safepref.errors import ConfigError
 from safepref.pipeline import build_stages, load_experiment, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "configs").glob("quickstart*.yaml")) + sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+SHIPPED = (sorted((ROOT / "configs").glob("quickstart*.yaml")) + sorted((ROOT / "configs").glob("offline-study*.yaml"))
+           + sorted((ROOT / "configs" / "paper").glob("*.yaml")))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -22,10 +23,15 @@ def test_every_shipped_experiment_config_validates(path, tmp_path):
     names = [r["stage"] for r in rows]
     assert names[0] == "prompts" and names[-1] == "report"
     exp = load_experiment(path)
+    seeds = exp.run_seeds()
     for condition in exp.conditions:
-        assert f"eval/{condition}" in names
-        if condition != "sft":
-            assert f"build/{condition}" in names and f"train/{condition}" in names
+        if condition == "sft":
+            assert "eval/sft" in names
+            continue
+        assert f"build/{condition}" in names
+        for seed in seeds:
+            suffix = "" if len(seeds) == 1 else f"/seed-{seed}"
+            assert f"train/{condition}{suffix}" in names and f"eval/{condition}{suffix}" in names
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -78,6 +84,45 @@ def test_changing_one_setting_recomputes_only_downstream(tmp_path):
     changed = {name for name in before if before[name] != after[name]}
     assert "generate/self-sample" not in changed and "build/self-rm" not in changed and "audit" not in changed
     assert {"train/self-rm", "eval/self-rm", "report"} <= changed and "eval/sft" not in changed
+
+
+def test_seeds_repeat_training_and_evaluation_and_share_the_rest(tmp_path):
+    path = ROOT / "configs" / "quickstart.yaml"
+    one = {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True)}
+    # seeds: [0] is the one-seed run it always was: same stages, same cache keys
+    assert {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True,
+                                                         overrides=["seeds=[0]"])} == one
+    three = {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True,
+                                                          overrides=["seeds=[0, 1, 2]"])}
+    trained = [c for c in load_experiment(path).conditions if c != "sft"]
+    shared = [n for n in one if not n.startswith(("train/", "eval/", "report"))] + ["eval/sft"]
+    assert {n: three[n] for n in shared} == {n: one[n] for n in shared}
+    for condition in trained:
+        assert f"train/{condition}" not in three and f"eval/{condition}" not in three
+        keys = {three[f"{kind}/{condition}/seed-{s}"] for kind in ("train", "eval") for s in (0, 1, 2)}
+        assert len(keys) == 6
+    stages = {s.name: s for s in build_stages(load_experiment(path, ["seeds=[0, 1, 2]"]), tmp_path)}
+    assert stages["train/self-rm/seed-2"].config["set"]["seed"] == 2
+    assert stages["eval/self-rm/seed-2"].deps == ["train/self-rm/seed-2"]
+    assert stages["report"].config["seeds"] == [0, 1, 2]
+    assert len(three) == len(one) + 2 * 2 * len(trained)
+    with pytest.raises(ConfigError, match="'seeds'.*each once"):
+        load_experiment(path, ["seeds=[1, 1]"])
+
+
+def test_more_prompt_sets_reach_the_evaluation(tmp_path):
+    path = ROOT / "configs" / "quickstart.yaml"
+    before = {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True)}
+    exp = load_experiment(path, ["evaluate.jailbreak.sets=[harmbench, donotanswer:50]"])
+    stages = {s.name: s for s in build_stages(exp, tmp_path)}
+    assert stages["eval/sft"].config["jailbreak"]["sets"] == ["harmbench", "donotanswer:50"]
+    assert "sets" not in {s.name: s for s in build_stages(load_experiment(path), tmp_path)}[
+        "eval/sft"].config["jailbreak"]
+    after = {r["stage"]: r["key"] for r in run_experiment(path, out=tmp_path, dry_run=True,
+                                                          overrides=["evaluate.jailbreak.sets=[harmbench]"])}
+    assert {n for n in before if before[n] != after[n]} == {n for n in before if n.startswith("eval/")} | {"report"}
+    with pytest.raises(ConfigError, match=r"two prompt sets share a name \(jailbreak-harmbench\)"):
+        load_experiment(path, ["evaluate.jailbreak.sets=[harmbench, harmbench]"])
 
 
 @pytest.mark.slow

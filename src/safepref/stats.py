@@ -151,8 +151,13 @@ def spearman_permutation(xs: Sequence[float], ys: Sequence[float], resamples: in
     if n < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return {"rho": None, "p": None, "n": n, "method": "spearman, permutation test"}
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    result = permutation_test((x, y), lambda u, v: spearmanr(u, v).statistic, permutation_type="pairings",
-                              n_resamples=resamples, alternative="two-sided", rng=np.random.default_rng(seed))
+    options = {"permutation_type": "pairings", "n_resamples": resamples, "alternative": "two-sided"}
+    try:
+        result = permutation_test((x, y), lambda u, v: spearmanr(u, v).statistic, **options,
+                                  rng=np.random.default_rng(seed))
+    except TypeError:  # scipy < 1.15 names the generator random_state
+        result = permutation_test((x, y), lambda u, v: spearmanr(u, v).statistic, **options,
+                                  random_state=np.random.default_rng(seed))
     exact = math.factorial(n) <= resamples
     return {"rho": round(float(spearmanr(x, y).statistic), 4), "p": round(float(result.pvalue), 4), "n": n,
             "method": f"spearman, permutation test ({'exact' if exact else f'{resamples} permutations'})"}
