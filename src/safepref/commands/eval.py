@@ -9,7 +9,8 @@
   safepref eval train-judge --compare
   safepref eval general --model smollm2-135m-instruct --tasks safepref_basic_mc --out out/general
 
-Judges: keyword[:<phrase list>], rubric[:<model>], classifier, hf-classifier:<folder or hub id>.
+Judges: keyword[:<phrase list>], rubric[:<model>], safety (default offline judge), classifier,
+hf-classifier:<folder or hub id>, llama-guard:<model>, yes-no:<model> (with --hf-template).
 Each sub-command has its own --help.
 """
 
@@ -70,8 +71,12 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-cache", default=None,
                        help="rubric/llm: request cache folder (default $SAFEPREF_CACHE/judges/api)")
     group.add_argument("--hf-template", default=None,
-                       help="hf-classifier (causal LM): prompt template file with {goal} and {answer}")
-    group.add_argument("--judge-device", default="auto", help="hf-classifier: device")
+                       help="hf-classifier (causal LM) / yes-no: prompt template file with {goal} and {answer}")
+    group.add_argument("--judge-parse-retries", type=int, default=3,
+                       help="rubric: re-asks for replies without a readable score (then counted as unparsed)")
+    group.add_argument("--judge-backend", default=None,
+                       help="llama-guard/yes-no: generation backend (hf, fast; default fast on a GPU, else hf)")
+    group.add_argument("--judge-device", default="auto", help="hf-classifier/llama-guard/yes-no: device")
     group.add_argument("--judge-batch-size", type=int, default=8, help="hf-classifier: batch size")
 
 
@@ -173,7 +178,8 @@ def _settings(args: argparse.Namespace) -> Any:
                          max_retries=args.judge_retries, timeout=args.judge_timeout,
                          rubric_template=args.judge_template, rubric_max_tokens=args.judge_max_tokens,
                          rubric_extra_body=extra, cache_dir=args.judge_cache, hf_template=args.hf_template,
-                         device=args.judge_device, batch_size=args.judge_batch_size)
+                         device=args.judge_device, batch_size=args.judge_batch_size,
+                         rubric_parse_retries=args.judge_parse_retries, backend=args.judge_backend)
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:

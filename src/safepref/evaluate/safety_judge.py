@@ -259,7 +259,8 @@ def _fit_head(config: SafetyJudgeConfig, x: np.ndarray, tfidf: Any, y: np.ndarra
     from sklearn.neural_network import MLPClassifier
 
     hidden = int(head.split(":")[1])
-    model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=config.alpha, early_stopping=True,
+    # Early stopping holds out 10% of the rows: only worth it with enough rows.
+    model = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=config.alpha, early_stopping=len(y) >= 2000,
                           validation_fraction=0.1, n_iter_no_change=5, max_iter=200, random_state=config.seed)
     model.fit(x, y, sample_weight=weights)
     arrays = {"layers": np.asarray([len(model.coefs_)])}
@@ -268,16 +269,20 @@ def _fit_head(config: SafetyJudgeConfig, x: np.ndarray, tfidf: Any, y: np.ndarra
     return arrays
 
 
-def train_safety_judge(config: SafetyJudgeConfig, evaluate: bool = True) -> SafetyJudgeModel:
+def train_safety_judge(config: SafetyJudgeConfig, evaluate: bool = True,
+                       items: list[LabelledItem] | None = None) -> SafetyJudgeModel:
     """Fit the judge on the train split of ``config.train_sets``; measure it on the held-out sets.
 
     Each set weighs the same in total, and within a set both classes weigh the same, so that the largest
     source (or the safe-only ones) does not decide what "harmful" means. Validation numbers go into
-    ``meta["validation"]``.
+    ``meta["validation"]``. ``items`` replaces the training sets (all of them are trained on).
     """
     blocks = RECIPES[config.recipe][0]
     started = time.time()
-    items, counts = training_items(config)
+    if items is None:
+        items, counts = training_items(config)
+    else:
+        counts = {"given": {"train": len(items), "harmful": sum(i.label for i in items)}}
     prompts, responses = [i.prompt for i in items], [i.response for i in items]
     y = np.asarray([int(i.label) for i in items])
     x = dense_features(blocks, prompts, responses)
