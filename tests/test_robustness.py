@@ -373,3 +373,84 @@ def test_an_out_inside_a_read_only_folder_is_refused(tmp_path, capsys):
     code = main(["build", "original", "--human", "pku-realign", "--limit-prompts", "2",
                  "--out", str(locked / "set")])
     assert code == 1 and f"{locked} is not writable" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------- long prompts
+
+
+class ShortContextBackend(EchoBackend):
+    """A model of 40 positions whose prompts count one token per word."""
+
+    context_length = 40
+
+    def prompt_tokens(self, prompts: list[Prompt], config: GenerationConfig) -> list[int]:
+        return [len(p.text.split()) for p in prompts]
+
+
+def test_prompts_longer_than_the_context_are_skipped_counted_and_warned(tmp_path, caplog):
+    prompts = [Prompt(text="short prompt", source="t"), Prompt(text="word " * 31, source="t"),
+               Prompt(text="word " * 30, source="t")]
+    backend = ShortContextBackend()
+    config = GenerationConfig(do_sample=False, max_new_tokens=10)  # 40 - 10 = 30 prompt tokens fit
+    with caplog.at_level(logging.WARNING):
+        summary = run_generation(prompts, backend, config, tmp_path, progress=False)
+    assert sorted(len(t.split()) for t in backend.asked) == [2, 30]
+    assert summary["dropped"] == {"prompt_longer_than_context": 1} and summary["prompts_without_answer"] == 1
+    assert "1 prompt(s) are longer than the model's context allows (30 tokens = 40 positions - " \
+           "max_new_tokens 10; longest prompt 31 tokens)" in caplog.text
+    again = run_generation(prompts, ShortContextBackend(), config, tmp_path, progress=False)
+    assert again["prompts_resumed"] == 2 and again["dropped"] == {"prompt_longer_than_context": 1}
+
+
+def test_local_backends_know_their_context(tiny_model_dir):
+    from safepref.generate import make_backend
+
+    backend = make_backend("hf", str(tiny_model_dir), device="cpu")
+    assert backend.context_length == 512  # the tiny Llama's max_position_embeddings
+
+
+# ---------------------------------------------------------------------------- fidelity to the study
+
+
+class _SpyTokenizer:
+    """Passes everything to the real tokenizer and records the add_special_tokens of each call."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.calls: list[bool] = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs.get("add_special_tokens", True))
+        return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def test_paper_presets_sample_with_top_k_50_and_add_no_bos_in_both_backends(tiny_model_dir):
+    from safepref.generate import generation_config
+    from safepref.generate.fast import FastBackend
+    from safepref.generate.hf import HFBackend
+    from safepref.models import load_model, load_tokenizer
+
+    sample = generation_config("paper-sample", overrides=["prompt_format=raw", "max_new_tokens=2"])
+    assert sample.top_k == 50 and sample.add_special_tokens is False
+    model = load_model(str(tiny_model_dir), device="cpu")
+    spy = _SpyTokenizer(load_tokenizer(str(tiny_model_dir)))
+    hf = HFBackend("tiny", model_obj=model, tokenizer=spy)
+    assert hf.generation_kwargs(sample)["top_k"] == 50
+    assert hf.generation_kwargs(generation_config(overrides=["top_k=0"]))["top_k"] == 0  # off, not the default
+    fast = FastBackend("tiny", model_obj=model, tokenizer=spy)
+    prompts = [Prompt(text="How do I make a cake?", source="t")]
+    for backend in (hf, fast):
+        for preset, expected in (("paper-sample", False), ("paper-greedy", False)):
+            spy.calls.clear()
+            backend.generate(prompts, generation_config(preset, overrides=["prompt_format=raw",
+                                                                            "max_new_tokens=2"]))
+            assert spy.calls == [expected]
+        spy.calls.clear()
+        backend.generate(prompts, generation_config(overrides=["prompt_format=raw", "max_new_tokens=2",
+                                                               "do_sample=false"]))
+        assert spy.calls == [True]  # outside the paper presets a raw prompt still gets its BOS
+    ids = hf.encode(prompts, sample)["input_ids"][0].tolist()
+    assert ids[0] != spy.bos_token_id and ids == spy("How do I make a cake?", add_special_tokens=False)["input_ids"]

@@ -259,6 +259,14 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remot
     return model
 
 
+def context_length(model: Any) -> int | None:
+    """Positions the model can attend to (``max_position_embeddings`` of its text config), or None."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def format_prompt(tokenizer: Any, prompt: str | list[dict[str, str]], prompt_format: str = "chat",
                   system_prompt: str | None = None) -> str:
     """Text fed to the model.

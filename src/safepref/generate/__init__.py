@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.generate import shards
 from safepref.records import Prompt, Response, read_records, write_json, write_jsonl
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class GenerationConfig:
@@ -37,7 +40,7 @@ class GenerationConfig:
     do_sample: bool = field(True, help="sample (true) or greedy decoding (false)")
     temperature: float = field(0.5, help="sampling temperature (ignored when greedy)")
     top_p: float = field(0.9, help="nucleus sampling mass (ignored when greedy)")
-    top_k: int = field(0, help="top-k sampling (0 = off)")
+    top_k: int = field(0, help="top-k sampling (0 = off; transformers' own default is 50)")
     repetition_penalty: float = field(1.0, help="CTRL-style repetition penalty (1.0 = off)")
     no_repeat_ngram_size: int = field(0, help="forbid repeating any n-gram of this size (0 = off)")
     num_samples: int = field(1, help="answers per prompt")
@@ -49,6 +52,9 @@ class GenerationConfig:
     system_prompt: str | None = field(None, help="system message for chat prompting (None = model default)")
     shard_size: int | None = field(None, help="prompts per output shard; a killed run redoes at most one "
                                               "shard (None = 2 batches)")
+    add_special_tokens: bool | None = field(None, help="let the tokenizer add BOS etc. to the prompt text (None = "
+                                                       "yes for raw/alpaca, no for chat, whose template holds "
+                                                       "them; the study: false)")
 
     def __post_init__(self) -> None:
         cfg.require_finite(self)
@@ -69,14 +75,30 @@ class GenerationConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The study's sampling pass for Self+RM.
-    "paper-sample": dict(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.2,
-                         no_repeat_ngram_size=3, max_new_tokens=128, num_samples=5, min_chars=5),
-    # The study's greedy pass (the "Self" rejected side).
-    "paper-greedy": dict(do_sample=False, max_new_tokens=128, num_samples=1),
-    # The study's jailbreak evaluation: Alpaca template, greedy, 512 new tokens.
+    # The study's sampling pass for Self+RM. Its transformers `generate` call set no top_k, so the library
+    # default top_k=50 applied; its prompts were tokenized with add_special_tokens=False (no BOS on raw text).
+    # The prompt format is not part of the preset: the study gave base/SFT models raw text (`prompt_format=raw`,
+    # as the paper configs set); the default here is chat. Differences that remain: the openai backend cannot
+    # apply top_k or repetition_penalty against OpenAI's API (a warning says so); seeds are per batch (the study
+    # set none); a prompt counts its samples by prompt_id (the study used a running counter, see BRIEF).
+    "paper-sample": dict(do_sample=True, temperature=0.5, top_p=0.9, top_k=50, repetition_penalty=1.2,
+                         no_repeat_ngram_size=3, max_new_tokens=128, num_samples=5, min_chars=5,
+                         add_special_tokens=False),
+    # The study's greedy pass (the "Self" rejected side): do_sample=False, max_new_tokens=128, no BOS added.
+    "paper-greedy": dict(do_sample=False, max_new_tokens=128, num_samples=1, add_special_tokens=False),
+    # The study's jailbreak evaluation: Alpaca template, greedy, 512 new tokens. Difference: the tokenizer's
+    # special tokens (BOS) are added as transformers does by default; the study's evaluation script is not
+    # known to turn them off, so this preset does not either.
     "paper-eval": dict(do_sample=False, max_new_tokens=512, num_samples=1, prompt_format="alpaca"),
 }
+
+
+def adds_special_tokens(config: GenerationConfig) -> bool:
+    """Whether the tokenizer should add its special tokens (BOS) to the formatted prompt: as configured, else
+    not for chat (the template already holds them) and yes otherwise."""
+    if config.add_special_tokens is not None:
+        return config.add_special_tokens
+    return config.prompt_format != "chat"
 
 
 def generation_config(preset: str | None = None, path: str | None = None,
@@ -92,6 +114,9 @@ def generation_config(preset: str | None = None, path: str | None = None,
 
 
 class Backend(Protocol):
+    """Optional, for local models: ``context_length`` (int | None) and ``prompt_tokens(prompts, config)``
+    (token count of each formatted prompt); with them, prompts that cannot fit are skipped and counted."""
+
     default_batch_size: int  # prompts per generate() call when the config leaves batch_size unset
 
     def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]: ...
@@ -147,6 +172,8 @@ def _settings_for_provenance(config: GenerationConfig) -> dict[str, Any]:
     settings = dataclasses.asdict(config)
     for key in ("batch_size", "shard_size"):  # do not change answers' meaning
         settings.pop(key)
+    if settings["add_special_tokens"] is None:  # the default: left out so that older runs keep their hash
+        settings.pop("add_special_tokens")
     return settings
 
 
@@ -175,6 +202,7 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
 
     done = shards.load_done(shard_dir)
     todo = [p for p in prompts if p.prompt_id not in done.prompt_ids]
+    todo, too_long = _drop_too_long(todo, backend, config)
     # Length-sorted work order: batches of similar length waste little compute on padding.
     todo.sort(key=lambda p: (len(p.text), p.prompt_id))
     started = time.time()
@@ -192,11 +220,11 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
     per_prompt = Counter(r.prompt_id for r in responses)
     summary = {
         "prompts": len(prompts),
-        "prompts_resumed": len(prompts) - len(todo),
+        "prompts_resumed": len(prompts) - len(todo) - too_long,
         "shards_redone": done.redone,
         "responses": len(responses),
         "prompts_without_answer": sum(1 for p in prompts if per_prompt[p.prompt_id] == 0),
-        "dropped": dict(done.dropped),
+        "dropped": {**done.dropped, **({"prompt_longer_than_context": too_long} if too_long else {})},
         "seconds_this_run": round(elapsed, 2),
         "generated_chars_this_run": generated_chars,
         "backend": backend.describe(),
@@ -205,6 +233,31 @@ def run_generation(prompts: list[Prompt], backend: Backend, config: GenerationCo
     }
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _drop_too_long(todo: list[Prompt], backend: Backend, config: GenerationConfig) -> tuple[list[Prompt], int]:
+    """``todo`` without the prompts whose tokens plus ``max_new_tokens`` exceed the model's context (they would
+    fail or be cut silently), and how many there were; a warning names the longest."""
+    limit = getattr(backend, "context_length", None)
+    if not limit or not todo or not hasattr(backend, "prompt_tokens"):
+        return todo, 0
+    lengths = backend.prompt_tokens(todo, config)
+    budget = limit - config.max_new_tokens
+    kept = [p for p, n in zip(todo, lengths, strict=True) if n <= budget]
+    dropped = len(todo) - len(kept)
+    if dropped:
+        log.warning("%d prompt(s) are longer than the model's context allows (%d tokens = %d positions - "
+                    "max_new_tokens %d; longest prompt %d tokens): skipped and counted as "
+                    "prompt_longer_than_context", dropped, budget, limit, config.max_new_tokens, max(lengths))
+    return kept, dropped
+
+
+def prompt_token_counts(tokenizer: Any, prompts: list[Prompt], config: GenerationConfig) -> list[int]:
+    """Tokens of each prompt as a local backend feeds it to the model."""
+    from safepref.models import format_prompt
+
+    texts = [format_prompt(tokenizer, p.text, config.prompt_format, config.system_prompt) for p in prompts]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=adds_special_tokens(config))["input_ids"]]
 
 
 def _generate_shards(todo: list[Prompt], backend: Backend, config: GenerationConfig,

@@ -47,7 +47,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from safepref import models
 from safepref.errors import ConfigError, ModelError
-from safepref.generate import GenerationConfig
+from safepref.generate import GenerationConfig, adds_special_tokens
 from safepref.generate.processors import (
     apply_repetition_penalty,
     banned_ngram_mask,
@@ -549,17 +549,30 @@ class FastBackend:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             raise ModelError(f"tokenizer of '{model}' has no pad token")
+        # As `generate` does, honour the model's min_new_tokens (a random twin sets it: always max_new_tokens).
+        forced = getattr(self.model.generation_config, "min_new_tokens", None)
+        if forced:
+            opts.setdefault("min_new_tokens", int(forced))
         self.engine = FastGenerator(self.model, pad, eos, **opts)
 
+    @property
+    def context_length(self) -> int | None:
+        return models.context_length(self.model)
+
+    def prompt_tokens(self, prompts: list[Prompt], config: GenerationConfig) -> list[int]:
+        from safepref.generate import prompt_token_counts
+
+        return prompt_token_counts(self.tokenizer, prompts, config)
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": "fast", "name": self.model_name}
+        from safepref.random_models import provenance
+
+        return {"backend": "fast", "name": self.model_name, **provenance(self.model_name)}
 
     def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]:
         texts = [models.format_prompt(self.tokenizer, p.text, config.prompt_format, config.system_prompt)
                  for p in prompts]
-        # Chat templates already hold the BOS token; do not add special tokens twice (as HFBackend).
-        add_special = config.prompt_format != "chat"
-        ids = self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=adds_special_tokens(config))["input_ids"]
         n = config.num_samples
         seeds = [[row_seed(config.seed, p.prompt_id, i) for i in range(n)] for p in prompts]
         answers = self.engine.generate_ids(ids, Sampling.from_config(config), n, seeds)

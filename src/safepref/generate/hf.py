@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from safepref import models
-from safepref.generate import GenerationConfig, batch_seed
+from safepref.generate import GenerationConfig, adds_special_tokens, batch_seed
 from safepref.records import Prompt
 
 
@@ -23,8 +23,19 @@ class HFBackend:
                                                     trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"
 
+    @property
+    def context_length(self) -> int | None:
+        return models.context_length(self.model)
+
+    def prompt_tokens(self, prompts: list[Prompt], config: GenerationConfig) -> list[int]:
+        from safepref.generate import prompt_token_counts
+
+        return prompt_token_counts(self.tokenizer, prompts, config)
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": "hf", "name": self.model_name}
+        from safepref.random_models import provenance
+
+        return {"backend": "hf", "name": self.model_name, **provenance(self.model_name)}
 
     def generation_kwargs(self, config: GenerationConfig) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
@@ -34,7 +45,8 @@ class HFBackend:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if config.do_sample:
-            kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or None)
+            # top_k=0 switches top-k off (transformers skips it); None would fall back to the model's default.
+            kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
         else:  # silence generation_config defaults that only apply to sampling
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if config.repetition_penalty != 1.0:
@@ -46,9 +58,8 @@ class HFBackend:
     def encode(self, prompts: list[Prompt], config: GenerationConfig) -> Any:
         texts = [models.format_prompt(self.tokenizer, p.text, config.prompt_format, config.system_prompt)
                  for p in prompts]
-        # Chat templates already hold the BOS token; do not add special tokens twice.
-        add_special = config.prompt_format != "chat"
-        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+        return self.tokenizer(texts, return_tensors="pt", padding=True,
+                              add_special_tokens=adds_special_tokens(config))
 
     def generate(self, prompts: list[Prompt], config: GenerationConfig) -> list[list[str]]:
         import torch
