@@ -454,3 +454,33 @@ def test_paper_presets_sample_with_top_k_50_and_add_no_bos_in_both_backends(tiny
         assert spy.calls == [True]  # outside the paper presets a raw prompt still gets its BOS
     ids = hf.encode(prompts, sample)["input_ids"][0].tolist()
     assert ids[0] != spy.bos_token_id and ids == spy("How do I make a cake?", add_special_tokens=False)["input_ids"]
+
+
+def test_prompt_selection_rows_takes_the_first_rows_in_file_order(tmp_path):
+    from safepref.graph import StageContext
+    from safepref.pipeline import _select_prompts
+    from safepref.records import iter_jsonl
+
+    source = tmp_path / "train.jsonl"
+    texts = ["zeta", "alpha", "zeta", "mid", "beta", "omega"]  # row 3 repeats row 1
+    source.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    picked = {}
+    for selection in ("rows", "hash"):
+        out = tmp_path / selection
+        out.mkdir()
+        config = {"source": str(source), "limit": 4, "covered_by": {}, "selection": selection}
+        summary = _select_prompts(StageContext(out, {}, config))
+        picked[selection] = [row["prompt"] for _, row in iter_jsonl(out / "prompts.jsonl")]
+        assert summary["prompts"] == len(picked[selection])
+    assert picked["rows"] == ["zeta", "alpha", "mid"]  # the first 4 rows hold 3 distinct prompts
+    from safepref.records import prompt_id
+
+    assert picked["hash"] == sorted(dict.fromkeys(texts), key=prompt_id)[:4]
+
+
+def test_paper_configs_select_the_studys_first_rows():
+    from safepref.pipeline import load_experiment
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("configs/paper/*.yaml")):
+        exp = load_experiment(str(path))
+        assert (exp.prompts.limit, exp.prompts.selection) == (10000, "rows"), path.name

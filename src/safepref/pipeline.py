@@ -52,7 +52,11 @@ CONDITION_KIND = {"sft": "start", "original": "human", "hc-self": "multi", "gpt4
 @dataclass
 class PromptsSection:
     source: str = field("pku-realign", help="prompt source for the preference sets (PKU-SafeRLHF prompts)")
-    limit: int | None = field(32, help="number of prompts (the smallest prompt_ids: a fixed pseudo-random subset)")
+    limit: int | None = field(32, help="number of prompts (chosen as `selection` says)")
+    selection: str = field("hash", help="hash: the `limit` smallest prompt_ids (a fixed pseudo-random subset, "
+                                        "independent of file order); rows: the prompts of the source's first "
+                                        "`limit` rows, in file order (the study's selection; repeated prompts "
+                                        "count once, so there may be fewer)")
     covered_by: list[str] = field(default_factory=list,
                                   help="answer names (see `answers`) that must answer every chosen prompt")
     prefer: list[str] = field(default_factory=list,
@@ -61,6 +65,8 @@ class PromptsSection:
 
     def __post_init__(self) -> None:
         require(self.limit is None or self.limit >= 2, "prompts.limit", "must be at least 2")
+        require(self.selection in ("hash", "rows"), "prompts.selection",
+                f"must be hash or rows, got {self.selection!r}")
 
 
 @dataclass
@@ -261,7 +267,9 @@ def _select_prompts(ctx: StageContext) -> dict[str, Any]:
     from safepref.sources import load_prompts
 
     settings = ctx.config
-    prompts, report = load_prompts(settings["source"])
+    by_rows = settings.get("selection") == "rows" and settings["limit"]
+    # rows: the source's first `limit` rows, as the study took them (a limit on the spec counts rows read).
+    prompts, report = load_prompts(f"{settings['source']}:{settings['limit']}" if by_rows else settings["source"])
     coverage = {}
     for name, spec in settings["covered_by"].items():
         ids = _answered_prompt_ids(spec)
@@ -273,7 +281,8 @@ def _select_prompts(ctx: StageContext) -> dict[str, Any]:
     preferred = [_answered_prompt_ids(spec) for spec in settings.get("prefer", {}).values()]
     # A fixed pseudo-random order (by prompt_id, independent of file order), prompts that more preferred
     # sources answered first.
-    prompts.sort(key=lambda p: (-sum(p.prompt_id in ids for ids in preferred), p.prompt_id))
+    if not by_rows:
+        prompts.sort(key=lambda p: (-sum(p.prompt_id in ids for ids in preferred), p.prompt_id))
     chosen = prompts[: settings["limit"]] if settings["limit"] else prompts
     write_jsonl(ctx.out_dir / "prompts.jsonl", [{"prompt": p.text, "prompt_id": p.prompt_id} for p in chosen])
     summary = {"prompts": len(chosen), "candidates": len(prompts), "source": report.as_dict(),
@@ -322,6 +331,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
             raise ConfigError(f"prompts.{key} may only name answers given as `source` (files), not models")
         if specs or key == "covered_by":  # keys absent when unused keep earlier runs' cache keys
             prompt_settings[key] = specs
+    if exp.prompts.selection != "hash":  # absent for the default: earlier runs keep their cache keys
+        prompt_settings["selection"] = exp.prompts.selection
     stages.append(Stage("prompts", _select_prompts, prompt_settings, description="select the training prompts"))
 
     needs_greedy = {"hc-self", "gpt4o-self", "stronger-self"} & set(trained)
