@@ -65,6 +65,11 @@ def load_answers(path: str | Path, prompt_field: str = "prompt", response_field:
     from safepref.sources import load_responses
 
     responses, _ = load_responses(str(path), {"prompt": prompt_field, "response": response_field})
+    from safepref.sources.tables import iter_rows
+
+    # Every input column travels with its answer into the verdict files (one row per answer, same order).
+    for response, (_, row) in zip(responses, iter_rows(path), strict=False):
+        response.meta = {**response.meta, "input": row}
     return responses
 
 
@@ -139,9 +144,10 @@ def judge_answers(answers: list[Response], judges: list[Judge], out_dir: Path,
         if len(verdicts) != len(answers):
             raise SafeprefError(f"judge {judge.name} returned {len(verdicts)} verdicts for {len(answers)} answers")
         file = out_dir / "judgments" / f"{judge_file_name(judge.name)}.jsonl"
-        write_jsonl(file, ({"judge": judge.name, "prompt_id": a.prompt_id, "sample_index": a.sample_index,
-                            "prompt": a.prompt, "answer": a.response, "harmful": v.harmful, "score": v.score,
-                            "raw": v.raw} for a, v in zip(answers, verdicts, strict=True)))
+        write_jsonl(file, ({**(a.meta.get("input") or {}), "judge": judge.name, "prompt_id": a.prompt_id,
+                            "sample_index": a.sample_index, "prompt": a.prompt, "answer": a.response,
+                            "harmful": v.harmful, "score": v.score, "raw": v.raw}
+                           for a, v in zip(answers, verdicts, strict=True)))
         entries[judge.name] = {**aggregate(verdicts), "file": str(file.relative_to(out_dir)),
                                "answers_sha256": answers_sha, "seconds": round(time.time() - started, 2),
                                "judge": judge.describe()}
