@@ -263,3 +263,49 @@ def format_validation(summary: dict[str, Any]) -> str:
             lines.append(f"per category, {name}: " + ", ".join(
                 f"{cat} {_fmt(c['accuracy'])} (n={c['n']})" for cat, c in m["by_category"].items()))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- published validation
+
+# Written by benchmarks/judge_validation.py: every shipped judge on the project's held-out labelled splits.
+VALIDATION_FILE = Path(__file__).resolve().parents[3] / "docs" / "validation" / "judges.json"
+_ALIASES = {"keyword:gcg-v1": "keyword"}
+
+
+def judge_validation(judge_name: str, path: str | Path | None = None) -> dict[str, Any] | None:
+    """The validated agreement of a shipped judge, for reports to print beside its numbers.
+
+    Returns ``{"judge", "version", "datasets": {name: {"n", "accuracy", "ci", "precision", "recall", "kappa",
+    ...}}, "headline": <the GPTFuzz evaluate row>, "source": <file>}`` from ``docs/validation/judges.json``,
+    or None when the judge was never validated there (a user's own model or folder) or when the trained
+    judge's version differs from the validated one (``safety``, ``classifier``).
+    """
+    path = Path(path) if path else VALIDATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    name = _ALIASES.get(judge_name, judge_name)
+    entry = (data.get("judges") or {}).get(name)
+    if entry is None:
+        return None
+    current = _current_version(name)
+    if current is not None and entry.get("version") not in (None, current):
+        return None
+    datasets = entry.get("datasets") or {}
+    return {"judge": name, "version": entry.get("version"), "datasets": datasets,
+            "headline": datasets.get("gptfuzz-evaluate"), "source": str(path)}
+
+
+def _current_version(name: str) -> str | None:
+    if name == "safety":
+        from safepref.evaluate.safety_judge import JUDGE_VERSION
+
+        return JUDGE_VERSION
+    if name == "classifier":
+        from safepref.evaluate.harm_classifier import CLASSIFIER_VERSION
+
+        return CLASSIFIER_VERSION
+    return None
