@@ -13,6 +13,7 @@ scores it. It needs a GPU to train in reasonable time; scoring runs on a CPU too
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,9 +82,10 @@ def train_finetuned_judge(out: str | Path, config: FinetunedJudgeConfig | None =
         base, num_labels=2, id2label={0: "unharmful", 1: "harmful"}, label2id={"unharmful": 0, "harmful": 1})
     rows = _Rows(_tokenize(tokenizer, items, config.max_length), [int(i.label) for i in items])
     cuda = torch.cuda.is_available()
+    steps = math.ceil(len(rows) / config.batch_size) * config.epochs
     args = TrainingArguments(output_dir=str(Path(out) / "trainer"), num_train_epochs=config.epochs,
                              per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-                             warmup_steps=0.06, weight_decay=0.01, bf16=cuda, logging_steps=50, save_strategy="no",
+                             warmup_steps=int(0.06 * steps), weight_decay=0.01, bf16=cuda, logging_steps=50, save_strategy="no",
                              report_to=[], seed=config.seed, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer))
     trainer.train()
