@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The browser for report.html's tests (tests/test_report_html.py drives it through playwright): Debian's
+# chromium, installed here for the tests only (the quickstart set-up does not need it), when root and missing.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "chromium could not be installed: the browser tests of report.html will be skipped"
+fi
 . .venv/bin/activate
 export SAFEPREF_DATA=${SAFEPREF_DATA:-$(cd .. && pwd)/shared/data}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
