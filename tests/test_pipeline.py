@@ -141,32 +141,48 @@ def test_whole_run_on_a_tiny_model_and_resume(tiny_model_dir, data_root, tmp_pat
                        "sample": {"max_new_tokens": 12, "num_samples": 3, "no_repeat_ngram_size": 1}},
         "train": {"config": str(ROOT / "configs" / "train" / "dpo-smollm2-lora.yaml"),
                   "set": {"max_steps": 2, "per_device_train_batch_size": 2}},
-        "evaluate": {"jailbreak": {"prompts": "advbench:4", "judges": ["keyword"],
+        "evaluate": {"jailbreak": {"prompts": "advbench:4", "judges": ["keyword"], "sets": ["harmbench:3"],
                                    "set": {"max_new_tokens": 8, "no_repeat_ngram_size": 1}},
                      "refusal": {"safe": "xstest-safe:4", "unsafe": "xstest-unsafe:2", "set": {"max_new_tokens": 8}}},
         "audit": {"representations": ["hidden:auto", "length", "refusal"], "folds": 2, "bootstrap": 20},
         "device": "cpu",
+        "seeds": [0, 1],
     }
     path = _write(tmp_path, experiment)
     out = tmp_path / "run"
     results = run_experiment(path, out=out)
-    assert set(results) >= {"prompts", "build/hc-self", "train/self-rm", "eval/sft", "audit", "report"}
+    assert set(results) >= {"prompts", "build/hc-self", "train/self-rm/seed-1", "eval/sft", "audit", "report"}
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["missing"] == []
+    assert summary["prompt_sets"] == {"jailbreak": "advbench:4", "jailbreak-harmbench-3": "harmbench:3"}
     for condition in experiment["conditions"]:
         row = summary["conditions"][condition]
-        assert 0.0 <= row["jailbreak"]["asr"]["keyword"] <= 1.0, condition
-        assert set(row["refusal"]["safe"]["refusal_rate"]) == {"keyword", "opening"}
+        seeds = [0] if condition == "sft" else [0, 1]
+        # the pooled rate counts every seed's answers, each seed's equals that evaluation's metrics.json
+        entry = row["rates"]["asr/jailbreak/keyword"]
+        per_seed = [row["seeds"][str(s)]["jailbreak"]["jailbreak"]["judges"]["keyword"] for s in seeds]
+        assert entry["n"] == 4 * len(seeds) and entry["k"] == sum(j["harmful"] for j in per_seed), condition
+        assert row["rates"]["asr/jailbreak-harmbench-3/keyword"]["n"] == 3 * len(seeds)
+        assert row["rates"]["asr/pooled/keyword"]["n"] == 7 * len(seeds)
+        assert row["rates"]["over_refusal/opening"]["n"] == 4 * len(seeds)
+        assert row["rates"]["compliance/keyword"]["n"] == 2 * len(seeds)
         if condition != "sft":
-            assert row["datasheet"]["rows"] > 0 and row["train"]["monitor"]["total_steps"] == 2
-            assert row["audit"]["best_auc"] is not None
+            assert row["datasheet"]["rows"] > 0
+            assert [row["seeds"][str(s)]["monitor"]["steps"] for s in seeds] == [2, 2]
+            assert row["audit"]["best_auc"] == max(row["audit"]["auc"].values())
+    # every trained condition against SFT, and against Self+RM, in each metric's family
+    families = {r["metric"] for r in summary["comparisons"]}
+    assert "asr/pooled/keyword" in families and "compliance/opening" in families
+    asr_rows = [r for r in summary["comparisons"] if r["metric"] == "asr/jailbreak/keyword"]
+    assert len(asr_rows) == 4 + 3 and all(r["holm_family"] == 7 * 2 for r in asr_rows)
     assert (out / "report.md").read_text().startswith("# safepref report: tiny")
     assert "asr.png" in summary["figures"]
     # A rerun is all cached; a changed evaluation setting reruns evaluation and the report only.
     rows = run_experiment(path, out=out, dry_run=True)
     assert all(r["cached"] for r in rows)
     rows = run_experiment(path, out=out, dry_run=True, overrides=["evaluate.jailbreak.prompts=advbench:3"])
-    assert {r["stage"] for r in rows if not r["cached"]} == {f"eval/{c}" for c in experiment["conditions"]} | {
-        "report"}
+    assert {r["stage"] for r in rows if not r["cached"]} == {f"eval/{c}/seed-{s}" for c in experiment["conditions"]
+                                                             for s in (0, 1) if c != "sft"} | {"eval/sft", "report"}
     stages = build_stages(load_experiment(path), out)
     assert len(stages) == len(rows)
     # A run folder copied elsewhere (the original gone) still reports: index.json paths are relative.

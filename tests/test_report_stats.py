@@ -102,7 +102,9 @@ def test_tiny_run_rates_and_paired_comparisons(tmp_path):
     assert "| HC+Self | 0 | 40 | 8 | 16 | 128 | 7 (4, 64) | 1 |" in report
 
 
-def test_a_deleted_training_summary_is_reported_missing(tmp_path):
+def test_a_deleted_training_summary_is_reported_missing(tmp_path, capsys):
+    from safepref.cli import main
+
     run = _tiny_run(tmp_path)
     index = json.loads((run / "index.json").read_text())
     (run / index["train/hc-self"] / "summary.json").unlink()
@@ -114,6 +116,8 @@ def test_a_deleted_training_summary_is_reported_missing(tmp_path):
     assert "## Missing" in report and "train/hc-self: summary.json is missing" in report
     summary = json.loads((run / "summary.json").read_text())
     assert "train" not in summary["conditions"]["hc-self"] and "train" in summary["conditions"]["self-rm"]
+    assert main(["report", str(run)]) == 0
+    assert "missing: train/hc-self: summary.json is missing" in capsys.readouterr().out
 
 
 def test_seeds_pool_and_prompt_sets_are_reported_apart(tmp_path):

@@ -21,4 +21,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out or args.run_dir}/report.md with figures {', '.join(result['figures']) or 'none'}")
     if result["missing_stages"]:
         print(f"stages without results: {', '.join(result['missing_stages'])}")
+    for note in result.get("missing") or []:  # files deleted from finished stages: said, never silently dropped
+        print(f"missing: {note}")
     return 0

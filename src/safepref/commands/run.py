@@ -4,6 +4,7 @@
   safepref run configs/quickstart.yaml --dry-run          # the plan: every stage, cached or not
   safepref run configs/quickstart.yaml --set prompts.limit=64 --set device=cuda --out runs/quickstart-gpu
   safepref run configs/paper/llama-3.1-8b.yaml --dry-run  # validate a paper reproduction config
+  safepref run configs/offline-study.yaml                 # 3 seeds (`seeds: [0, 1, 2]`), pooled in the report
 
 Kill it at any point and rerun the same command: finished stages are skipped, unfinished ones resume.
 Changing one setting recomputes only the stages that depend on it.
@@ -20,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override one experiment field (repeatable), e.g. --set prompts.limit=64")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; run nothing")
+    parser.add_argument("--rehearse", type=int, default=None, metavar="N",
+                        help="rehearse every stage on N prompts with random twins of the models, offline, and "
+                             "estimate the full run's GPU-hours (rehearsal.md; see safepref.rehearse)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from safepref.pipeline import run_experiment
 
     started = time.time()
+    if args.rehearse is not None:
+        from safepref.rehearse import rehearse_experiment
+
+        rehearse_experiment(args.experiment, args.rehearse, args.out, args.overrides)
+        return 0
     result = run_experiment(args.experiment, args.out, args.overrides, dry_run=args.dry_run)
     if args.dry_run:
         width = max(len(r["stage"]) for r in result)
@@ -39,4 +48,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = result.get("report", {}).get("summary", {})
     print(f"done in {time.time() - started:.0f} s; report: {report}")
+    for note in report.get("missing") or []:
+        print(f"missing: {note}")
     return 0
