@@ -10,7 +10,6 @@ import json
 import logging
 import secrets
 import socket
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -92,14 +91,13 @@ def test_generation_end_to_end_cached_and_rerun_without_server(tmp_path, monkeyp
     for prompt, samples in zip(prompts, answers, strict=True):
         assert samples == [by_sample[(prompt.prompt_id, 0)], by_sample[(prompt.prompt_id, 1)]]
 
-    # One new prompt: the endpoint refuses connections, so a clear error comes quickly, and the cache
-    # is left as it was.
-    started = time.monotonic()
+    # One new prompt: the endpoint refuses connections, so a clear error comes after the 2 retries asked for,
+    # and the cache is left as it was.
+    again_more = make_backend("openai", "smollm2", base_url=server.base_url, api_key_env=KEY_ENV,
+                              cache_dir=cache, max_retries=2, retry_base_delay=0.05, timeout=2)
     with pytest.raises(BackendError) as err:
-        again_more = make_backend("openai", "smollm2", base_url=server.base_url, api_key_env=KEY_ENV,
-                                  cache_dir=cache, max_retries=2, retry_base_delay=0.05, timeout=2)
         again_more.generate([*prompts, Prompt(text="A new question?", source="test")], config)
-    assert time.monotonic() - started < 10
+    assert again_more.client.stats["retries"] == 2 and again_more.client.stats["requests"] == 0
     message = str(err.value)
     assert f"127.0.0.1:{server.port}" in message and "cannot connect" in message and "3 tries" in message
     assert "rerun" in message and SERVER_KEY not in message
@@ -137,10 +135,9 @@ def test_wrong_or_missing_key_is_a_clear_error_without_the_key(keyed_server, tmp
     backend = make_backend("openai", "smollm2", base_url=keyed_server.base_url, api_key_env=KEY_ENV,
                            cache_dir=tmp_path / "cache", retry_base_delay=0.05)
     config = GenerationConfig(do_sample=False, max_new_tokens=4)
-    started = time.monotonic()
     with pytest.raises(BackendError) as err:
         backend.generate([Prompt(text=PROMPTS[0], source="test")], config)
-    assert time.monotonic() - started < 5  # not retried
+    assert backend.client.stats["retries"] == 0  # a rejected key is not retried
     message = str(err.value)
     assert f"${KEY_ENV}" in message and "rejected" in message and "HTTP 401" in message
     assert wrong not in message and wrong[-6:] not in message and SERVER_KEY not in message
@@ -173,6 +170,31 @@ def test_cli_generate_with_openai_backend(keyed_server, tmp_path, monkeypatch, c
     assert SERVER_KEY not in "".join(capsys.readouterr())
 
 
+@needs_server
+def test_the_readme_vllm_command_runs_against_an_openai_compatible_server(keyed_server, tmp_path, monkeypatch):
+    """The README's vLLM recipe (the openai backend on a self-hosted server), run against llama.cpp's server
+    with only the endpoint, model, prompts and output swapped for local ones."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("safepref generate --backend openai --base-url"):]
+    argv = shlex.split(block[: block.index("```")].replace("\\\n", " "))[1:]
+    swap = {"--base-url": keyed_server.base_url, "--model": "smollm2", "--out": str(tmp_path / "out")}
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text(json.dumps({"prompt": PROMPTS[0]}) + "\n")
+    swap["--prompts"] = str(prompts_file)
+    argv = [swap.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
+    assert argv[argv.index("--preset") + 1] == "paper-sample" and argv[argv.index("--api-key-env") + 1] == \
+        "VLLM_API_KEY"
+    monkeypatch.setenv("VLLM_API_KEY", SERVER_KEY)
+    assert main([*argv, "--set", "max_new_tokens=6"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["responses"] + summary["dropped"].get("too_short", 0) == 5  # paper-sample: 5 samples
+    entry = json.loads(next((tmp_path / "out" / "api_cache").rglob("*.json")).read_text())
+    assert entry["request"]["sampling"]["extra_body"] == {"repeat_penalty": 1.2, "repetition_penalty": 1.2,
+                                                          "top_k": 50, "min_p": 0.0}
+
+
 # ------------------------------------------------------------------------ endpoints that refuse or are silent
 
 
@@ -181,10 +203,8 @@ def test_refused_endpoint_fails_fast_with_endpoint_and_reason(tmp_path, monkeypa
     port = free_port()  # nothing listens there
     client = ChatClient("m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=KEY_ENV, max_retries=2,
                         retry_base_delay=0.05, timeout=2, cache_dir=tmp_path / "cache", progress=False)
-    started = time.monotonic()
     with pytest.raises(BackendError, match=rf"127\.0\.0\.1:{port}/v1 failed after 3 tries: cannot connect"):
         client.complete_many([[{"role": "user", "content": "hi"}]] * 2, max_tokens=4)
-    assert time.monotonic() - started < 5
     assert client.stats["retries"] == 2 and client.stats["requests"] == 0
 
 
@@ -196,10 +216,9 @@ def test_silent_endpoint_times_out_and_is_retried(tmp_path, monkeypatch):
         port = silent.getsockname()[1]
         client = ChatClient("m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=KEY_ENV, max_retries=1,
                             retry_base_delay=0.05, timeout=0.5, cache_dir=tmp_path / "cache", progress=False)
-        started = time.monotonic()
         with pytest.raises(BackendError) as err:
             client.complete([{"role": "user", "content": "hi"}], max_tokens=4)
-    assert time.monotonic() - started < 5
+    assert client.stats["retries"] == 1 and client.stats["requests"] == 0
     assert "no answer within 0.5 s (timeout)" in str(err.value) and "2 tries" in str(err.value)
     assert SERVER_KEY not in str(err.value)
 
@@ -212,11 +231,10 @@ def test_cli_timeout_and_retry_flags_reach_the_client(tmp_path, monkeypatch, cap
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        started = time.monotonic()
         code = main(["generate", "--backend", "openai", "--model", "m", "--base-url", f"http://127.0.0.1:{port}/v1",
                      "--api-key-env", KEY_ENV, "--prompts", str(prompts), "--out", str(tmp_path / "out"),
                      "--timeout", "0.5", "--max-retries", "0"])
-    assert code != 0 and time.monotonic() - started < 10
+    assert code == 1
     err = capfd.readouterr().err
     assert "no answer within 0.5 s (timeout)" in err and "1 tries" in err and SERVER_KEY not in err
 
