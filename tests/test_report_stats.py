@@ -163,3 +163,21 @@ def test_jailbreak_folder_names(spec, folder):
     from safepref.pipeline import jailbreak_folder
 
     assert jailbreak_folder(spec, primary=spec == "advbench:100") == folder
+
+
+def test_monitor_smooths_reward_accuracy_over_64_pairs():
+    from safepref.train import monitor as mon
+
+    # 4 pairs a step: 64 pairs = a mean of 16 steps. Accuracies 1, 1, 0.5, 0.5, then 1: the 16-step mean first
+    # passes 0.95 at step 19 (one 0.5 left in the window: 15.5 / 16); a 5-step mean would pass at step 9
+    # (0.5, 1, 1, 1, 1 -> 0.9 at step 8; 1.0 at step 9), the raw batch at step 1.
+    acc = [1.0, 1.0, 0.5, 0.5] + [1.0] * 16
+    rows = [{"step": i + 1, "rewards/accuracies": a} for i, a in enumerate(acc)]
+    summary = mon.summarize_curves(rows, beta=0.1, window=5, pairs_per_step=4)["accuracy"]
+    assert (summary["first_step_above"], summary["first_step_above_smoothed"]) == (1, 19)
+    assert (summary["smoothing_window"], summary["smoothing_pairs"]) == (16, 64)
+    assert mon.summarize_curves(rows, beta=0.1, window=5)["accuracy"]["first_step_above_smoothed"] == 9
+    # logged every 2 steps at 16 pairs a step: 32 pairs a row, 2 rows cover 64 pairs
+    sparse = mon.first_step_above_pairs([2, 4, 6, 8], [1.0, 0.8, 1.0, 1.0], 16)
+    assert sparse == {"first_step_above_smoothed": 8, "first_step_above_raw": 2, "window_rows": 2,
+                      "window_pairs": 64}

@@ -740,7 +740,7 @@ def train_dpo(pairs: Any, model_spec: str, config: DPOTrainConfig, out_dir: str 
                         * state.num_processes)
         rows = writer.rows
         monitor = mon.summarize_curves(rows, config.beta, config.monitor.accuracy_threshold,
-                                       config.monitor.window, trainer.state.max_steps)
+                                       config.monitor.window, trainer.state.max_steps, global_batch)
         monitor["data_lengths"] = data_lengths
         if probe is not None:
             monitor["probe"] = mon.probe_summary(probe["margins"], probe["gaps"])

@@ -163,11 +163,13 @@ def length_stats(chosen: Sequence[int], rejected: Sequence[int]) -> dict[str, An
 
 
 def summarize_curves(rows: Sequence[dict[str, Any]], beta: float, threshold: float = 0.95,
-                     window: int = 5, total_steps: int | None = None) -> dict[str, Any]:
+                     window: int = 5, total_steps: int | None = None, pairs_per_step: int | None = None,
+                     min_pairs: int = 64) -> dict[str, Any]:
     """The monitor's numbers from logged rows (each with ``step`` and TRL's reward columns).
 
-    - ``accuracy``: first step above ``threshold`` (raw and ``window``-smoothed), final (mean of the last
-      ``window`` rows) and max;
+    - ``accuracy``: first step above ``threshold`` (raw and smoothed: a mean over ``window`` logged rows, or,
+      when ``pairs_per_step`` is given, over enough rows to cover ``min_pairs`` pairs, whichever is more),
+      final (mean of the last ``window`` rows) and max;
     - ``margin``: first, final, max, slope per step, growth (final - first);
     - ``drift``: change of the chosen / rejected answers' log-probability against the reference (nats per
       answer; ``rewards/* / beta``), final and lowest; and the raw ``logps/*`` first and final;
@@ -181,7 +183,12 @@ def summarize_curves(rows: Sequence[dict[str, Any]], beta: float, threshold: flo
     total = total_steps or last_step or None
 
     first_raw = first_step_above(acc_steps, acc, threshold, 1)
-    first_smooth = first_step_above(acc_steps, acc, threshold, window)
+    smoothing, pairs_per_row = window, None
+    if pairs_per_step:  # small batches: a mean over 5 batches of 4 pairs is still noise
+        found = first_step_above_pairs(acc_steps, acc, pairs_per_step, threshold, min_pairs)
+        smoothing = max(window, found["window_rows"])
+        pairs_per_row = found["window_pairs"] // found["window_rows"]
+    first_smooth = first_step_above(acc_steps, acc, threshold, smoothing)
     summary: dict[str, Any] = {
         "logged_steps": len(rows),
         "last_step": last_step,
@@ -190,7 +197,8 @@ def summarize_curves(rows: Sequence[dict[str, Any]], beta: float, threshold: flo
             "threshold": threshold,
             "first_step_above": first_raw,
             "first_step_above_smoothed": first_smooth,
-            "smoothing_window": window,
+            "smoothing_window": smoothing,
+            "smoothing_pairs": smoothing * pairs_per_row if pairs_per_row else None,
             "first_step_fraction": (first_smooth / total) if (first_smooth and total) else None,
             "final": _tail_mean(acc, window),
             "max": max(acc) if acc else None,
