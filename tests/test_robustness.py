@@ -484,3 +484,21 @@ def test_paper_configs_select_the_studys_first_rows():
     for path in sorted(Path(__file__).resolve().parents[1].glob("configs/paper/*.yaml")):
         exp = load_experiment(str(path))
         assert (exp.prompts.limit, exp.prompts.selection) == (10000, "rows"), path.name
+
+
+def test_the_audit_stage_probes_with_the_trainings_prompt_format_and_length(tmp_path, monkeypatch):
+    from safepref import pipeline
+    from safepref.graph import StageContext
+
+    root = Path(__file__).resolve().parents[1]
+    exp = pipeline.load_experiment(str(root / "configs/paper/llama-2-7b.yaml"),
+                                   ["train.set.max_length=640"])
+    stage = next(s for s in pipeline.build_stages(exp, tmp_path) if s.name == "audit")
+    calls = []
+    monkeypatch.setattr(pipeline, "_call", calls.append)
+    inputs = {name: tmp_path / name.replace("/", "-") for name in stage.deps}
+    stage.run(StageContext(tmp_path / "audit", inputs, stage.config))
+    argv = calls[0]
+    # configs/paper/*.yaml train on raw prompts (train.set.prompt_format: raw).
+    assert argv[argv.index("--prompt-format") + 1] == "raw" and argv[argv.index("--max-length") + 1] == "640"
+    assert (stage.config["prompt_format"], stage.config["max_length"]) == ("raw", 640)

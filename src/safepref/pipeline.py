@@ -462,12 +462,18 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
 
 
 def _audit_stage(exp: ExperimentConfig, trained: list[str], device: list[str]) -> Stage:
+    from safepref.train.dpo import load_train_config
+
+    # The audit probes the text DPO will train on: the training's prompt format and length limit.
+    train = load_train_config(_abs(exp.train.config), [f"{k}={_yaml_scalar(v)}" for k, v in exp.train.set.items()])
     settings = {"model": exp.target, "representations": exp.audit.representations, "folds": exp.audit.folds,
-                "bootstrap": exp.audit.bootstrap}
+                "bootstrap": exp.audit.bootstrap, "prompt_format": train.prompt_format,
+                "max_length": train.max_length}
 
     def argv(ctx: StageContext) -> list[list[str]]:
         args = ["audit", "--model", exp.target, "--folds", str(exp.audit.folds), "--bootstrap",
-                str(exp.audit.bootstrap), "--out", str(ctx.out_dir), *device]
+                str(exp.audit.bootstrap), "--prompt-format", train.prompt_format,
+                "--max-length", str(train.max_length), "--out", str(ctx.out_dir), *device]
         for rep in exp.audit.representations:
             args += ["--repr", rep]
         for condition in trained:

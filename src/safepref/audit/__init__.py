@@ -68,7 +68,8 @@ class AuditConfig:
     dtype: str = field("auto", help="dtype of the target model: auto, float32, bfloat16")
     batch_size: int = field(8, help="sequences per forward batch of the target model")
     max_length: int = field(512, help="prompt + response tokens kept (the response is cut at the end)")
-    prompt_format: str = field("chat", help="chat (chat template, as DPO on conversational data) or raw")
+    prompt_format: str = field("chat", help="chat (chat template, as DPO on conversational data), raw or alpaca: "
+                                            "as the training that follows formats prompts")
 
     def __post_init__(self) -> None:
         require(len(self.representations) > 0, "representations", "give at least one")
@@ -81,7 +82,7 @@ class AuditConfig:
         require(self.max_pairs is None or self.max_pairs > 0, "max_pairs", "must be positive")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.max_length >= 8, "max_length", "must be at least 8")
-        require(self.prompt_format in ("chat", "raw"), "prompt_format", "must be chat or raw")
+        require(self.prompt_format in ("chat", "raw", "alpaca"), "prompt_format", "must be chat, raw or alpaca")
         needs_model = self.margin or any(isinstance(r, HiddenStates) for r in parsed)
         require(self.model is not None or not needs_model, "model",
                 "hidden-state probes and the reference margin need a target model (or pass --no-margin and "

@@ -144,11 +144,13 @@ class TargetModel:
             while cut < min(len(prompt_ids), len(full_ids)) and prompt_ids[cut] == full_ids[cut]:
                 cut += 1
             prompt_ids, response_ids = full_ids[:cut], full_ids[cut:]
-        elif self.prompt_format == "raw":
-            prompt_ids = tok(example.prompt[-1]["content"])["input_ids"]
+        elif self.prompt_format in ("raw", "alpaca"):
+            from safepref.models import format_prompt
+
+            prompt_ids = tok(format_prompt(tok, example.prompt, self.prompt_format))["input_ids"]
             response_ids = tok(example.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         else:
-            raise ConfigError(f"prompt_format must be chat or raw, got {self.prompt_format!r}")
+            raise ConfigError(f"prompt_format must be chat, raw or alpaca, got {self.prompt_format!r}")
         if not prompt_ids:  # the first response token needs a context position to be predicted from
             prompt_ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
         prompt_ids = prompt_ids[-self.max_prompt_length:]

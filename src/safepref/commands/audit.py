@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-margin", dest="margin", action="store_false",
                         help="skip the reference model's log-prob margin")
     parser.add_argument("--max-pairs", type=int, default=None, help="audit only the first N pairs of each set")
-    parser.add_argument("--prompt-format", default="chat", choices=["chat", "raw"],
+    parser.add_argument("--prompt-format", default="chat", choices=["chat", "raw", "alpaca"],
                         help="how the target model sees the prompt (chat template, or raw text)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
