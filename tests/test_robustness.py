@@ -502,3 +502,27 @@ def test_the_audit_stage_probes_with_the_trainings_prompt_format_and_length(tmp_
     # configs/paper/*.yaml train on raw prompts (train.set.prompt_format: raw).
     assert argv[argv.index("--prompt-format") + 1] == "raw" and argv[argv.index("--max-length") + 1] == "640"
     assert (stage.config["prompt_format"], stage.config["max_length"]) == ("raw", 640)
+
+
+def _probe(rep: str, auc: float) -> dict:
+    return {"representation": rep, "auc": auc, "auc_ci": [auc - 0.05, auc + 0.05], "accuracy": auc,
+            "pair_accuracy": auc}
+
+
+def _audit_result(aucs: dict[str, float]) -> dict:
+    families = {"length": "cue", "refusal": "cue", "tfidf": "cue", "minilm": "embedding"}
+    return {"name": "s", "n_pairs": 100, "margin": None,
+            "cues": {"tfidf_top_words": {"chosen": ["sorry", "cannot"], "rejected": ["sure", "step"]}},
+            "representations": [{"spec": s, "family": families[s], "best": _probe(s, a), "probes": [_probe(s, a)]}
+                                for s, a in aucs.items()]}
+
+
+def test_the_audit_verdict_does_not_deny_the_cue_that_is_its_best_probe():
+    from safepref.audit.report import verdict
+
+    text, cue, level = verdict(_audit_result({"tfidf": 0.74, "minilm": 0.73}))
+    assert (cue, level) == (None, "weakly separable") and "No cheap cue explains it" not in text
+    assert ("A cheap cue separates them as well as any probe: tfidf alone reaches AUC 0.74 (words that mark "
+            "chosen: sorry, cannot; rejected: sure, step), below the 0.75 at which a cue is named.") in text
+    text, _, _ = verdict(_audit_result({"tfidf": 0.65, "minilm": 0.74}))
+    assert "No cheap cue explains it (best cue tfidf: AUC 0.65, below the best probe's 0.74)" in text

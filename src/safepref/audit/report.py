@@ -83,10 +83,17 @@ def verdict(result: dict[str, Any]) -> tuple[str, str | None, str]:
         lines.append(f"Chosen and rejected are separable at {_fmt(cue_probe['auc'])} by {cue} alone "
                      f"({_cue_detail(cue, result['cues'])}): DPO can lower its loss on this cue instead of "
                      f"learning what makes an answer safe.")
+    elif best["auc"] >= 0.60 and cue_probe is not None and cue_probe["auc"] >= best["auc"] - CUE_SLACK:
+        # The cue is (within slack) the best probe: it explains what separation there is, even below the
+        # 0.75 at which a cue is named.
+        name = next(r["spec"] for r in result["representations"] if r["best"] is cue_probe)
+        lines.append(f"A cheap cue separates them as well as any probe: {name} alone reaches AUC "
+                     f"{_fmt(cue_probe['auc'])} ({_cue_detail(name, result['cues'])}), below the 0.75 at "
+                     f"which a cue is named.")
     elif best["auc"] >= 0.60 and cue_probe is not None:
         lines.append(f"No cheap cue explains it (best cue {cue_probe['representation']}: AUC "
-                     f"{_fmt(cue_probe['auc'])}): the difference lies in style or content beyond length, "
-                     f"refusal phrases and word choice.")
+                     f"{_fmt(cue_probe['auc'])}, below the best probe's {_fmt(best['auc'])}): the difference lies "
+                     f"in style or content beyond length, refusal phrases and word choice.")
     elif best["auc"] < 0.60:
         lines.append("Low reward-hacking risk by this measure: no probe beats chance by much.")
     margin = result.get("margin")
