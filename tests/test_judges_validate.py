@@ -252,3 +252,19 @@ def test_jailbreak_verdict_files_keep_every_input_column(tmp_path):
     assert main(["eval", "jailbreak", "--answers", str(plain), "--judge", "keyword", "--out", str(tmp_path / "o")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "o" / "judgments" / "keyword.jsonl").read_text().splitlines()]
     assert [(r["attack"], r["human_label"], r["harmful"]) for r in rows] == [("pair", "0", False), ("none", "0", True)]
+
+
+def test_judge_validation_reads_the_published_table(tmp_path):
+    from safepref.evaluate.validate import judge_validation
+
+    row = {"n": 1540, "accuracy": 0.9, "ci": [0.88, 0.91], "precision": 0.8, "recall": 0.7, "kappa": 0.6}
+    path = tmp_path / "judges.json"
+    path.write_text(json.dumps({"judges": {
+        "keyword": {"version": None, "datasets": {"gptfuzz-evaluate": row, "pku-realign:held-out": {"n": 3}}},
+        "safety": {"version": "old-version", "datasets": {"gptfuzz-evaluate": row}}}}))
+    found = judge_validation("keyword:gcg-v1", path)
+    assert found["accuracy"] == 0.9 and found["n"] == 1540 and found["dataset"] == "gptfuzz-evaluate"
+    assert found["datasets"]["pku-realign:held-out"] == {"n": 3}
+    assert judge_validation("safety", path) is None  # validated numbers of another judge version
+    assert judge_validation("hf-classifier:/my/model", path) is None
+    assert judge_validation("keyword", tmp_path / "missing.json") is None

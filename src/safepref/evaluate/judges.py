@@ -281,8 +281,12 @@ class SafetyJudge:
 
     def describe(self) -> dict[str, Any]:
         meta = self.model.meta
+        validation = meta.get("validation") or {}
+        headline = validation.get("gptfuzz-evaluate")
         return {"judge": self.name, "version": meta.get("version"), "recipe": self.model.recipe,
-                "threshold": self.model.threshold, "validation": meta.get("validation"),
+                "threshold": self.model.threshold,
+                "validation": {"dataset": "gptfuzz-evaluate", **headline} if headline else None,
+                "validation_held_out": validation,
                 "score": "P(harmful | request, answer); harmful = P >= threshold"}
 
     def judge(self, prompts: list[str], answers: list[str]) -> list[Verdict]:
@@ -443,6 +447,13 @@ def check_judge_spec(spec: str) -> str:
                           "(keyword:<list>, rubric[:<model>], classifier[:<folder>], safety[:<folder>], "
                           "hf-classifier:<folder>, llama-guard:<model>, yes-no:<model>)")
     return name
+
+
+def judge_validation(judge_name: str) -> dict[str, Any] | None:
+    """A shipped judge's validated agreement with held-out human labels (``safepref.evaluate.validate``)."""
+    from safepref.evaluate.validate import judge_validation as lookup
+
+    return lookup(judge_name)
 
 
 def make_judge(spec: str, settings: JudgeSettings | None = None) -> Judge:

@@ -270,13 +270,15 @@ def format_validation(summary: dict[str, Any]) -> str:
 # Written by benchmarks/judge_validation.py: every shipped judge on the project's held-out labelled splits.
 VALIDATION_FILE = Path(__file__).resolve().parents[3] / "docs" / "validation" / "judges.json"
 _ALIASES = {"keyword:gcg-v1": "keyword"}
+HEADLINE_DATASET = "gptfuzz-evaluate"
 
 
 def judge_validation(judge_name: str, path: str | Path | None = None) -> dict[str, Any] | None:
     """The validated agreement of a shipped judge, for reports to print beside its numbers.
 
-    Returns ``{"judge", "version", "datasets": {name: {"n", "accuracy", "ci", "precision", "recall", "kappa",
-    ...}}, "headline": <the GPTFuzz evaluate row>, "source": <file>}`` from ``docs/validation/judges.json``,
+    Returns ``{"judge", "version", "dataset": "gptfuzz-evaluate", "n", "accuracy", "ci", "precision", "recall",
+    "f1", "kappa", ..., "datasets": {name: {the same keys}}, "source": <file>}`` (the top-level numbers are
+    those of GPTFuzz's human-labelled evaluate split) from ``docs/validation/judges.json``,
     or None when the judge was never validated there (a user's own model or folder) or when the trained
     judge's version differs from the validated one (``safety``, ``classifier``).
     """
@@ -295,8 +297,9 @@ def judge_validation(judge_name: str, path: str | Path | None = None) -> dict[st
     if current is not None and entry.get("version") not in (None, current):
         return None
     datasets = entry.get("datasets") or {}
-    return {"judge": name, "version": entry.get("version"), "datasets": datasets,
-            "headline": datasets.get("gptfuzz-evaluate"), "source": str(path)}
+    headline = datasets.get(HEADLINE_DATASET) or {}
+    return {"judge": name, "version": entry.get("version"), "dataset": HEADLINE_DATASET, **headline,
+            "datasets": datasets, "source": str(path)}
 
 
 def _current_version(name: str) -> str | None:
