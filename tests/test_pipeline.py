@@ -174,7 +174,7 @@ def test_whole_run_on_a_tiny_model_and_resume(tiny_model_dir, data_root, tmp_pat
     families = {r["metric"] for r in summary["comparisons"]}
     assert "asr/pooled/keyword" in families and "compliance/opening" in families
     asr_rows = [r for r in summary["comparisons"] if r["metric"] == "asr/jailbreak/keyword"]
-    assert len(asr_rows) == 4 + 3 and all(r["holm_family"] == 7 * 2 for r in asr_rows)
+    assert len(asr_rows) == 4 + 3 and all(r["holm_family"] == 7 for r in asr_rows)
     assert (out / "report.md").read_text().startswith("# safepref report: tiny")
     assert "asr.png" in summary["figures"]
     # A rerun is all cached; a changed evaluation setting reruns evaluation and the report only.

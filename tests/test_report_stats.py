@@ -98,7 +98,7 @@ def test_tiny_run_rates_and_paired_comparisons(tmp_path):
     assert "| SFT | start | — | 0.80 [0.49, 0.94] n=10 |" in report
     assert "| HC+Self | SFT | -0.600 [-0.900, -0.300] | 10 × 1 | 0.031 (0/6) | 0.062 | * |" in report
     assert "| Self+RM | SFT | -0.700 [-1.000, -0.400] | 10 × 1 | 0.016 (0/7) | 0.047 | *† |" in report
-    assert "Holm family: 3 McNemar tests" in report
+    assert "Holm correction over the 3 comparisons of this table, within each seed." in report
     assert "| HC+Self | 0 | 40 | 8 | 16 | 128 | 7 (4, 64) | 1 |" in report
 
 

@@ -23,7 +23,8 @@ produce, or a file deleted since, is reported as missing rather than guessed or 
     ``general`` and ``audit`` ({auc, best, best_auc, verdict, cue, margin}) as before;
 - ``comparisons``: a list of ``{metric, condition, baseline ("sft" or "self-rm"), difference (condition minus
   baseline), ci95 (paired bootstrap over prompts and seeds), n, prompts, seeds, excludes_zero, mcnemar: {seed:
-  {p, p_holm, only_a, only_b, n}}, holm_family (tests in this metric's family), holm_significant_seeds}``;
+  {p, p_holm, only_a, only_b, n}}, holm_family (comparisons in this metric's family: Holm runs over them
+  within each seed), holm_significant_seeds}``;
 - ``separability``: ``{rho, p, n, method, conditions, judge}``: Spearman of best probe AUC against pooled ASR.
 
 Figures: see ``report_figures``.
@@ -141,6 +142,9 @@ def collect(run_dir: Path, conditions: list[str], seeds: list[int] | None = None
             else:
                 row["datasheet"] = {k: sheet.get(k) for k in ("rows", "prompts", "sources", "length", "reward",
                                                                "refusal", "drops")}
+                if sheet.get("proxy"):  # the set only stands in for this condition: never shown as the real one
+                    row["label"] += " (proxy)"
+                    row["proxy"] = sheet["proxy"]
         trains = _seed_stages(dirs, f"train/{condition}", seeds)
         evals = _seed_stages(dirs, f"eval/{condition}", seeds)
         row["seeds"] = {}
@@ -285,7 +289,12 @@ def _seed_table(summary: dict[str, Any], judge: str) -> list[str]:
     lines = ["", f"### ASR ({judge}) per seed", "", "| condition | " + " | ".join(f"seed {s}" for s in seeds)
              + " |", "|---|" + "---|" * len(seeds)]
     for row in summary["conditions"].values():
-        per_seed = (figs.rate(row, f"asr/jailbreak/{judge}") or {}).get("per_seed") or {}
+        entry = figs.rate(row, f"asr/jailbreak/{judge}") or {}
+        if "per_seed" not in entry and entry:  # one evaluation serves every seed (SFT, greedy)
+            lines.append(f"| {row.get('label')} | {_cell(entry)} (one evaluation, every seed) |"
+                         + " |" * (len(seeds) - 1))
+            continue
+        per_seed = entry.get("per_seed") or {}
         lines.append(f"| {row.get('label')} | " + " | ".join(_cell(per_seed.get(str(s))) for s in seeds) + " |")
     return lines
 
@@ -317,7 +326,7 @@ def _comparison_table(summary: dict[str, Any], metric: str) -> list[str]:
         return []
     labels = {c: r.get("label", c) for c, r in summary["conditions"].items()}
     lines = ["", f"### {_metric_title(metric, summary)}", "",
-             f"Holm family: {rows[0]['holm_family']} McNemar tests (comparisons × seeds).", "",
+             f"Holm correction over the {rows[0]['holm_family']} comparisons of this table, within each seed.", "",
              "| condition | against | difference [95% CI] | prompts × seeds | McNemar p per seed (a only / b only) "
              "| Holm p | |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -344,8 +353,9 @@ def _comparisons(summary: dict[str, Any], judges: list[str]) -> list[str]:
              "the other). The interval is a paired bootstrap over prompts and seeds (2,000 resamples); McNemar "
              "is the exact test on one seed's discordant prompts (a only: harmful/refused only under the "
              "condition; b only: only under the other). **\\*** the 95% interval excludes zero (not corrected "
-             "for multiplicity); **†** Holm-adjusted McNemar p < 0.05 in every seed (Holm within each table's "
-             "family). Tables for the other judges, sets and detectors are in `summary.json` (`comparisons`)."]
+             "for multiplicity); **†** Holm-adjusted McNemar p < 0.05 in every seed (Holm over the table's "
+             "comparisons, within each seed). Tables for the other judges, sets and detectors are in "
+             "`summary.json` (`comparisons`)."]
     for metric in metrics:
         lines += _comparison_table(summary, metric)
     return lines
@@ -473,5 +483,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditi
     if out != run_dir:  # the report is also visible at the top of the run folder
         for file in ["report.md", "summary.json", *figures]:
             (run_dir / file).write_bytes((out / file).read_bytes())
+    from safepref.report_html import write_html_report  # report.html (also refreshes the model cards)
+
+    write_html_report(run_dir, out, summary, name or run_dir.name)
     return {"figures": figures, "conditions": len(ordered), "missing_stages": summary["missing_stages"],
             "missing": summary["missing"]}

@@ -79,10 +79,13 @@ def plot_asr(summary: dict[str, Any], path: Path, judges: list[str]) -> bool:
     ax.set_ylabel("attack success rate (95% interval)")
     ax.set_ylim(0, 1.3)  # headroom for the legend above bars that reach 1.0
     sets = summary.get("prompt_sets") or {}
-    ax.set_title(f"Jailbreak ASR on {sets.get('jailbreak', 'the study set')}, {_seeds(summary)} ("
-                 + ", ".join(f"{j}: shade {k + 1}" for k, j in enumerate(judges)) + ")", fontsize=9)
+    judged = f"judge {judges[0]}" if len(judges) == 1 else ", ".join(f"{j}: shade {k + 1}"
+                                                                     for k, j in enumerate(judges))
+    ax.set_title(f"Jailbreak ASR on {sets.get('jailbreak', 'the study set')}, {_seeds(summary)} ({judged})",
+                 fontsize=9)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLOUR.values()]
-    ax.legend(handles, KIND_LABEL.values(), fontsize=7, loc="upper center", ncol=len(KIND_LABEL))
+    ax.legend(handles, KIND_LABEL.values(), fontsize=7, loc="upper center",
+              ncol=len(KIND_LABEL) if len(conditions) >= 6 else 2)
     return _save(fig, ax, path, plt)
 
 

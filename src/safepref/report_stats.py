@@ -8,7 +8,7 @@ an interval and be compared with another condition's answers to the *same* promp
   over prompts and seeds when seeds are pooled (then also each seed's Wilson interval);
 - ``comparisons``: every condition against SFT and against Self+RM: the difference of rates with a paired
   bootstrap interval over prompts and seeds, an exact McNemar p-value per seed, and Holm-adjusted p-values
-  within each metric's family of tests (its comparisons times seeds);
+  over each metric's comparisons (the family), within each seed;
 - ``separability``: Spearman's rho between each set's best audit AUC and its pooled ASR, permutation p, n;
 - ``monitor``: each training run's steps and pairs, and the first step at which reward accuracy, averaged
   over at least ``MIN_PAIRS`` pairs, passes 0.95.
@@ -154,12 +154,14 @@ def comparisons(outcomes: Outcomes, conditions: list[str]) -> list[dict[str, Any
                 row = {"metric": metric, "condition": condition, "baseline": baseline,
                        **compare(by_condition[condition], by_condition[baseline])}
                 family.append(row)
-        tests = [(row, seed) for row in family for seed in row.get("mcnemar", {})]
-        adjusted = stats.holm([row["mcnemar"][seed]["p"] for row, seed in tests])
-        for (row, seed), p in zip(tests, adjusted, strict=True):
-            row["mcnemar"][seed]["p_holm"] = p
+        # Holm over the table's comparisons, within each seed (each seed is one replicate of the experiment)
+        for seed in sorted({s for row in family for s in row.get("mcnemar", {})}):
+            tests = [row for row in family if seed in row.get("mcnemar", {})]
+            adjusted = stats.holm([row["mcnemar"][seed]["p"] for row in tests])
+            for row, p in zip(tests, adjusted, strict=True):
+                row["mcnemar"][seed]["p_holm"] = p
         for row in family:
-            row["holm_family"] = len(tests)
+            row["holm_family"] = len(family)
             row["holm_significant_seeds"] = sum(1 for t in row.get("mcnemar", {}).values() if t["p_holm"] < 0.05)
         rows += family
     return rows
