@@ -230,7 +230,7 @@ def compliance_rate_of(row: dict[str, Any], detector: str = "opening") -> float 
 
 # The judge a single-judge figure uses, first found wins: the study's rubric judge, then the trained
 # classifiers, then keyword matching (which many small models saturate: they never use a refusal phrase).
-PRIMARY_JUDGES = ("rubric", "classifier", "hf-classifier", "keyword")
+PRIMARY_JUDGES = ("rubric", "llama-guard", "yes-no", "safety", "classifier", "hf-classifier", "keyword")
 
 
 def _judges(summary: dict[str, Any]) -> list[str]:
