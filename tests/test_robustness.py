@@ -526,3 +526,35 @@ def test_the_audit_verdict_does_not_deny_the_cue_that_is_its_best_probe():
             "chosen: sorry, cannot; rejected: sure, step), below the 0.75 at which a cue is named.") in text
     text, _, _ = verdict(_audit_result({"tfidf": 0.65, "minilm": 0.74}))
     assert "No cheap cue explains it (best cue tfidf: AUC 0.65, below the best probe's 0.74)" in text
+
+
+def test_a_proxy_set_is_labelled_in_its_datasheet_and_the_report(tmp_path):
+    from safepref import pipeline
+    from safepref.datasheet import datasheet_markdown
+
+    for name, answers in (("a", ["a much longer answer here", "short one"]), ("b", ["medium answer", "x y"])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(["first", "second"], answers, strict=True)))
+    out = tmp_path / "set"
+    assert main(["build", "peer-rm", "--pool", f"a={tmp_path / 'a.jsonl'}", "--pool", f"b={tmp_path / 'b.jsonl'}",
+                 "--rm", "length", "--tokenizer", "none", "--proxy", "no peers offline", "--out", str(out)]) == 0
+    sheet = json.loads((out / "datasheet.json").read_text())
+    assert sheet["proxy"] == "no peers offline" and sheet["condition"] == "peer-rm"
+    markdown = (out / "datasheet.md").read_text()
+    assert markdown.startswith("# Datasheet: pool-rm (peer-rm): PROXY\n\n**Proxy**: this set only stands in for "
+                               "the condition: no peers offline\n")
+    assert "PROXY" not in datasheet_markdown({**sheet, "proxy": None})
+
+    root = Path(__file__).resolve().parents[1]
+    exp = pipeline.load_experiment(str(root / "configs/quickstart.yaml"))
+    stage = next(s for s in pipeline.build_stages(exp, tmp_path) if s.name == "build/peer-rm")
+    assert stage.config["proxy"].startswith("no model of the target's size answered PKU prompts offline")
+    from safepref.report import collect
+
+    run = tmp_path / "run"
+    (run / "stages" / "b").mkdir(parents=True)
+    (run / "index.json").write_text(json.dumps({"build/peer-rm": "stages/b"}))
+    (run / "stages" / "b" / "stage.json").write_text("{}")
+    (run / "stages" / "b" / "datasheet.json").write_text(json.dumps(sheet))
+    row = collect(run, ["peer-rm"])["conditions"]["peer-rm"]
+    assert (row["label"], row["proxy"]) == ("Peer+RM (proxy)", "no peers offline")

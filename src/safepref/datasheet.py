@@ -168,10 +168,15 @@ def _pct(value: float | None) -> str:
 def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
     """A short human-readable view of a datasheet dict."""
     title = sheet["recipe"] + (f" ({sheet['condition']})" if sheet.get("condition") else "")
+    if sheet.get("proxy"):
+        title += ": PROXY"
     length, refusal, reward = sheet["length"], sheet["refusal"], sheet.get("reward")
+    proxy = [f"**Proxy**: this set only stands in for the condition: {sheet['proxy']}", ""] if sheet.get("proxy") \
+        else []
     lines = [
         f"# Datasheet: {title}",
         "",
+        *proxy,
         f"{sheet['rows']} pairs on {sheet['prompts']} prompts (at most {sheet['max_pairs_per_prompt']} a prompt).",
         "",
         "| | chosen | rejected |",

@@ -91,6 +91,9 @@ class Roles:
     gpt4o: str | None = field(None, help="answer name playing GPT-4o (GPT4o+Self, All+RM)")
     stronger: str | None = field(None, help="answer name playing the stronger model (Stronger+Self, All+RM)")
     peers: list[str] = field(default_factory=list, help="answer names of peer models (Peer+RM, All+RM)")
+    peers_proxy: str | None = field(None, help="why the peers only stand in for models of the target's size "
+                                               "(e.g. offline data); Peer+RM is then labelled a proxy in its "
+                                               "datasheet and the report")
 
 
 @dataclass
@@ -439,6 +442,8 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
     if condition == "peer-rm":
         for name in exp.roles.peers:
             flags.append(("--pool", *answer(name)))
+        if exp.roles.peers_proxy:  # absent when unset: earlier runs keep their cache keys
+            settings["proxy"] = exp.roles.peers_proxy
     if condition == "all-rm":
         others = [n for n in dict.fromkeys([exp.roles.gpt4o, exp.roles.stronger, *exp.roles.peers]) if n]
         for name in others:
@@ -453,6 +458,8 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
         rm = f"offline:{ctx.inputs[rm_stage]}" if rm_stage else exp.reward_model
         args = ["build", condition, "--prompts", _prompts_file(ctx), "--rm", rm,
                 "--tokenizer", exp.target, "--out", str(ctx.out_dir), *cap, *device]
+        if settings.get("proxy"):
+            args += ["--proxy", settings["proxy"]]
         for flag, spec, stage in settings["inputs"]:
             args += [flag, str(ctx.inputs[stage] / spec) if stage else spec]
         return [args]

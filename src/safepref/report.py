@@ -107,12 +107,18 @@ def _seed_numbers(done: dict[str, Path], condition: str, seed: int, stages: dict
             missing.append(f"{evaluation}: {sub.name}/metrics.json is missing; that set is not reported")
         else:
             numbers["jailbreak"][sub.name] = metrics
+            for judge, entry in (metrics.get("judges") or {}).items():
+                if not (sub / entry.get("file", "")).is_file():
+                    missing.append(f"{evaluation}: {sub.name}/{entry.get('file')} (the {judge} verdicts) is "
+                                   "missing; that judge's rates and comparisons are not reported")
     for key, file in (("refusal", "refusal/metrics.json"), ("general", "general/results.json")):
         value = _json(folder / file)
         if value is not None:
             numbers[key] = value
         elif (folder / file).parent.exists():
             missing.append(f"{evaluation}: {file} is missing; it is not reported")
+    if "refusal" in numbers and not (folder / "refusal" / "refusals.jsonl").is_file():
+        missing.append(f"{evaluation}: refusal/refusals.jsonl is missing; XSTest rates are not reported")
     return numbers, folder
 
 

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", action="append", default=[], metavar="SOURCE",
                         help="a pool source for pool-rm (repeatable); label=SPEC names it")
     parser.add_argument("--rm", default=None, metavar="SPEC", help="reward model: hf:<id>, offline:<name>, length")
+    parser.add_argument("--proxy", default=None, metavar="NOTE",
+                        help="this set only stands in for the condition (e.g. Peer+RM without peers of the "
+                             "target's size): NOTE says why; the datasheet and the report label it a proxy")
     parser.add_argument("--rescore", action="store_true", help="score every answer with --rm, even scored ones")
     parser.add_argument("--device", default="auto", help="device for the reward model (auto, cpu, cuda)")
     parser.add_argument("--prompts", default=None, metavar="SPEC", help="keep only the prompts of this source")
@@ -418,7 +421,8 @@ def run(args: argparse.Namespace) -> int:
                             extra={"inputs": {k: {kk: vv for kk, vv in v.items() if kk != "report"}
                                               for k, v in inputs.items()},
                                    "paper": None if info is None else {"label": info.label, "chosen": info.chosen,
-                                                                       "rejected": info.rejected}})
+                                                                       "rejected": info.rejected},
+                                   **({"proxy": args.proxy} if args.proxy else {})})
     if length_note:
         sheet["length"]["note"] = length_note
     seen = getattr(rm, "seen_prompt_ids", None) if rm is not None else None
