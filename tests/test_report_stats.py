@@ -118,6 +118,13 @@ def test_a_deleted_training_summary_is_reported_missing(tmp_path, capsys):
     assert "train" not in summary["conditions"]["hc-self"] and "train" in summary["conditions"]["self-rm"]
     assert main(["report", str(run)]) == 0
     assert "missing: train/hc-self: summary.json is missing" in capsys.readouterr().out
+    # a deleted verdict file: the judge's rates for that condition are said to be missing, not silently gone
+    (run / index["eval/self-rm"] / "jailbreak" / "judgments" / "keyword.jsonl").unlink()
+    result = write_report(run)
+    assert result["missing"][1] == ("eval/self-rm: jailbreak/judgments/keyword.jsonl (the keyword verdicts) is "
+                                    "missing; that judge's rates and comparisons are not reported")
+    summary = json.loads((run / "summary.json").read_text())
+    assert "asr/jailbreak/keyword" not in summary["conditions"]["self-rm"]["rates"]
 
 
 def test_seeds_pool_and_prompt_sets_are_reported_apart(tmp_path):
