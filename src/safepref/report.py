@@ -405,8 +405,12 @@ def _validation_lines(summary: dict[str, Any], judges: list[str]) -> list[str]:
         if agreement:
             shown = {k: agreement[k] for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
                      if isinstance(agreement.get(k), int | float)}
-            lines.append(f"- **{judge}**: agreement with held-out labels: "
-                         + ", ".join(f"{k} {_fmt(v, 3) if isinstance(v, float) else v}" for k, v in shown.items()))
+            where = f" ({agreement['dataset']})" if agreement.get("dataset") else ""
+            ci = agreement.get("ci")
+            interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
+            lines.append(f"- **{judge}**: agreement with held-out human labels{where}: "
+                         + ", ".join(f"{k} {_fmt(v, 3) if isinstance(v, float) else v}"
+                                     + (interval if k == "accuracy" else "") for k, v in shown.items()))
         else:
             lines.append(f"- **{judge}**: no validated agreement on held-out labels is known")
     return ["", "Judges (their agreement with human labels, beside their ASR):", "", *lines] if lines else []
