@@ -246,7 +246,7 @@ def test_pool_rm_errors():
 
 def test_conditions_table_covers_the_study():
     assert set(CONDITIONS) == {"sft", "original", "hc-self", "gpt4o-self", "stronger-self", "peer-rm",
-                               "all-rm", "self-rm"}
+                               "all-rm", "self-rm", "gpt4o-self-rm", "stronger-self-rm"}
     inputs = {"human", "target_greedy", "target_samples", "chosen", "pool", "rm"}
     for condition in CONDITIONS.values():
         assert condition.recipe is None or condition.recipe in RECIPES

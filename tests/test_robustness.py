@@ -558,3 +558,27 @@ def test_a_proxy_set_is_labelled_in_its_datasheet_and_the_report(tmp_path):
     (run / "stages" / "b" / "datasheet.json").write_text(json.dumps(sheet))
     row = collect(run, ["peer-rm"])["conditions"]["peer-rm"]
     assert (row["label"], row["proxy"]) == ("Peer+RM (proxy)", "no peers offline")
+
+
+def test_the_rm_swap_variants_run_through_safepref_run(tmp_path, monkeypatch):
+    from safepref import pipeline
+    from safepref.graph import StageContext
+
+    root = Path(__file__).resolve().parents[1]
+    exp = pipeline.load_experiment(str(root / "configs/quickstart.yaml"),
+                                   ["conditions=[sft, gpt4o-self, gpt4o-self-rm, stronger-self-rm]"])
+    stages = {s.name: s for s in pipeline.build_stages(exp, tmp_path)}
+    stage = stages["build/stronger-self-rm"]
+    assert stage.deps == sorted(["prompts", "generate/self-greedy", "rm/train"])
+    calls = []
+    monkeypatch.setattr(pipeline, "_call", calls.append)
+    inputs = {name: tmp_path / name.replace("/", "-") for name in stage.deps}
+    stage.run(StageContext(tmp_path / "b", inputs, stage.config))
+    argv = calls[0]
+    assert argv[:2] == ["build", "stronger-self-rm"]
+    assert argv[argv.index("--chosen") + 1] == exp.answers[exp.roles.stronger].source
+    assert argv[argv.index("--target-greedy") + 1] == str(tmp_path / "generate-self-greedy" / "responses.jsonl")
+    assert {"train/gpt4o-self-rm", "eval/gpt4o-self-rm", "train/stronger-self-rm"} <= set(stages)
+    with pytest.raises(SafeprefError, match="condition 'gpt4o-self-rm' needs GPT-4o answers"):
+        pipeline.load_experiment(str(root / "configs/quickstart.yaml"),
+                                 ["conditions=[gpt4o-self-rm]", "roles.gpt4o=null"])

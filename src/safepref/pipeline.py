@@ -45,8 +45,12 @@ from safepref.records import write_jsonl
 # The study's eight bars, in the order of its figure. "multi" marks pairs whose two sides come from
 # different models (the study's pitfall); "self" pairs come from the target alone.
 CONDITION_ORDER = ["sft", "hc-self", "gpt4o-self", "stronger-self", "peer-rm", "all-rm", "original", "self-rm"]
+# The study's "combine with reward model" variants (recipe x-self-rm): not in its main figure, so only run
+# when listed in `conditions`; the report shows them after the eight bars.
+EXTRA_CONDITIONS = ["gpt4o-self-rm", "stronger-self-rm"]
 CONDITION_KIND = {"sft": "start", "original": "human", "hc-self": "multi", "gpt4o-self": "multi",
-                  "stronger-self": "multi", "peer-rm": "multi", "all-rm": "multi", "self-rm": "self"}
+                  "stronger-self": "multi", "peer-rm": "multi", "all-rm": "multi", "self-rm": "self",
+                  "gpt4o-self-rm": "multi", "stronger-self-rm": "multi"}
 
 
 @dataclass
@@ -186,7 +190,7 @@ class ExperimentConfig:
             if condition not in CONDITION_KIND:
                 hint = did_you_mean(condition, list(CONDITION_KIND), parenthetical=True)
                 raise ConfigError(f"config field 'conditions': unknown condition '{condition}'{hint}; "
-                                  f"known: {', '.join(CONDITION_ORDER)}")
+                                  f"known: {', '.join(CONDITION_ORDER + EXTRA_CONDITIONS)}")
         require(len(set(self.conditions)) == len(self.conditions), "conditions", "a condition is listed twice")
         require(self.seeds is None or (len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds)), "seeds",
                 "must list at least one seed, each once (or be null)")
@@ -212,6 +216,7 @@ class ExperimentConfig:
             "all-rm": (self.roles.gpt4o or self.roles.stronger or self.roles.peers or None,
                        "at least one other model's answers (roles.gpt4o, roles.stronger or roles.peers)"),
         }
+        needs["gpt4o-self-rm"], needs["stronger-self-rm"] = needs["gpt4o-self"], needs["stronger-self"]
         for condition in self.conditions:
             if condition in needs and not needs[condition][0]:
                 raise ConfigError(f"condition '{condition}' needs {needs[condition][1]}")
@@ -338,7 +343,7 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         prompt_settings["selection"] = exp.prompts.selection
     stages.append(Stage("prompts", _select_prompts, prompt_settings, description="select the training prompts"))
 
-    needs_greedy = {"hc-self", "gpt4o-self", "stronger-self"} & set(trained)
+    needs_greedy = {"hc-self", "gpt4o-self", "stronger-self", *EXTRA_CONDITIONS} & set(trained)
     needs_sample = {"self-rm", "all-rm"} & set(trained)
     backend = ["--backend", exp.generation.backend] if exp.generation.backend else []
     for kind, needed, overrides in (("greedy", needs_greedy, exp.generation.greedy),
@@ -430,11 +435,11 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
 
     if condition in ("original", "hc-self"):
         flags.append(("--human", exp.human, None))
-    if condition in ("hc-self", "gpt4o-self", "stronger-self"):
+    if condition in ("hc-self", "gpt4o-self", "stronger-self", *EXTRA_CONDITIONS):
         flags.append(("--target-greedy", "responses.jsonl", "generate/self-greedy"))
         deps.append("generate/self-greedy")
-    if condition in ("gpt4o-self", "stronger-self"):
-        role = exp.roles.gpt4o if condition == "gpt4o-self" else exp.roles.stronger
+    if condition in ("gpt4o-self", "stronger-self", *EXTRA_CONDITIONS):
+        role = exp.roles.gpt4o if condition.startswith("gpt4o-") else exp.roles.stronger
         flags.append(("--chosen", *answer(role)))
     if condition in ("self-rm", "all-rm"):
         flags.append(("--target-samples", "responses.jsonl", "generate/self-sample"))

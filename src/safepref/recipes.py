@@ -464,5 +464,16 @@ CONDITIONS: dict[str, Condition] = {
         Condition("self-rm", "Self+RM", "self-rm", ("target_samples", "rm"),
                   "best of 5 own samples by RM", "worst of the 5",
                   paper={"rm": _STUDY_RM}, offline={}),
+        # The study's "combine with reward model" variants (not bars of its main figure): x-self-rm.
+        Condition("gpt4o-self-rm", "GPT4o+Self (RM swap)", "x-self-rm", ("chosen", "target_greedy", "rm"),
+                  "GPT-4o answer, or the target's where the RM scores it higher", "the other one",
+                  paper={"chosen": "gpt-4o answers to the 10k train prompts", "rm": _STUDY_RM},
+                  offline={"chosen": "gpt4o"},
+                  offline_note="gpt4o: 201 answers to 180 pku-paper test prompts only"),
+        Condition("stronger-self-rm", "Stronger+Self (RM swap)", "x-self-rm", ("chosen", "target_greedy", "rm"),
+                  "a larger model's answer, or the target's where the RM scores it higher", "the other one",
+                  paper={"chosen": "a larger sibling's answers", "rm": _STUDY_RM},
+                  offline={"chosen": "pku-safe-sft"},
+                  offline_note="pku-safe-sft: safe answers written by Alpaca-7B on PKU prompts"),
     ]
 }

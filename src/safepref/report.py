@@ -478,7 +478,7 @@ def render_summary(summary: dict[str, Any], out: Path, name: str) -> list[str]:
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditions: list[str] | None = None,
                  name: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
     """Write report.md, the figures and summary.json into ``out_dir`` (default: the run folder)."""
-    from safepref.pipeline import CONDITION_ORDER
+    from safepref.pipeline import CONDITION_ORDER, EXTRA_CONDITIONS
 
     run_dir = Path(run_dir)
     out = Path(out_dir or run_dir)
@@ -487,7 +487,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditi
         experiment = _json(run_dir / "experiment.json") or {}
         conditions = (experiment.get("experiment") or {}).get("conditions") or CONDITION_ORDER
         name = name or (experiment.get("experiment") or {}).get("name")
-    ordered = [c for c in CONDITION_ORDER if c in conditions]
+    ordered = [c for c in [*CONDITION_ORDER, *EXTRA_CONDITIONS] if c in conditions]
     summary = collect(run_dir, ordered, seeds)
     figures = render_summary(summary, out, name or run_dir.name)
     if out != run_dir:  # the report is also visible at the top of the run folder
