@@ -63,7 +63,11 @@ def _comparison(summary: dict, metric: str, condition: str, baseline: str) -> di
                 == (metric, condition, baseline))
 
 
-def test_tiny_run_rates_and_paired_comparisons(tmp_path):
+def test_tiny_run_rates_and_paired_comparisons(tmp_path, monkeypatch):
+    import safepref.report
+
+    agreement = {"dataset": "gptfuzz-evaluate", "n": 1540, "accuracy": {"value": 0.9383, "ci": [0.926, 0.95]}}
+    monkeypatch.setattr(safepref.report, "judge_validation", lambda judge: agreement if judge == "keyword" else None)
     run = _tiny_run(tmp_path)
     write_report(run)
     summary = json.loads((run / "summary.json").read_text())
@@ -98,6 +102,8 @@ def test_tiny_run_rates_and_paired_comparisons(tmp_path):
     assert "| SFT | start | — | 0.80 [0.49, 0.94] n=10 |" in report
     assert "| HC+Self | SFT | -0.600 [-0.900, -0.300] | 10 × 1 | 0.031 (0/6) | 0.062 | * |" in report
     assert "| Self+RM | SFT | -0.700 [-1.000, -0.400] | 10 × 1 | 0.016 (0/7) | 0.047 | *† |" in report
+    assert "- **keyword**: agreement with held-out human labels (gptfuzz-evaluate): n 1540, accuracy 0.938 " \
+           "[0.926, 0.950]" in report
     assert "Holm correction over the 3 comparisons of this table, within each seed." in report
     assert "| HC+Self | 0 | 40 | 8 | 16 | 128 | 7 (4, 64) | 1 |" in report
 

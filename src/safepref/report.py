@@ -403,10 +403,13 @@ def _validation_lines(summary: dict[str, Any], judges: list[str]) -> list[str]:
                     agreement = described["validation"]
                     break
         if agreement:
-            shown = {k: agreement[k] for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
-                     if isinstance(agreement.get(k), int | float)}
+            # a number, or a rate entry {"value", "k", "n", "ci"} (evaluate.validate)
+            values = {k: v.get("value") if isinstance(v, dict) else v for k, v in agreement.items()}
+            shown = {k: values[k] for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
+                     if isinstance(values.get(k), int | float)}
             where = f" ({agreement['dataset']})" if agreement.get("dataset") else ""
-            ci = agreement.get("ci")
+            accuracy = agreement.get("accuracy")
+            ci = accuracy.get("ci") if isinstance(accuracy, dict) else agreement.get("ci")
             interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
             lines.append(f"- **{judge}**: agreement with held-out human labels{where}: "
                          + ", ".join(f"{k} {_fmt(v, 3) if isinstance(v, float) else v}"
