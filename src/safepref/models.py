@@ -153,6 +153,8 @@ def resolve_model(spec: str) -> str:
             raise ModelError(f"model path {path} is a file; give the checkpoint folder")
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise ModelError(f"model folder {path} has no config.json")
+        if (path / "RANDOM_WEIGHTS.json").exists():  # a random twin's folder (safepref.random_models): no weights
+            return str(path)
         if not _has_weights(path):
             found = ", ".join(sorted(p.name for p in path.iterdir())[:10])
             # Pickled weights (*.bin, *.pt) can run code when loaded: only safetensors are read.

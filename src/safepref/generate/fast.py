@@ -549,10 +549,9 @@ class FastBackend:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             raise ModelError(f"tokenizer of '{model}' has no pad token")
-        # As `generate` does, honour the model's min_new_tokens (a random twin sets it: always max_new_tokens).
-        forced = getattr(self.model.generation_config, "min_new_tokens", None)
-        if forced:
-            opts.setdefault("min_new_tokens", int(forced))
+        if getattr(self.model.config, "safepref_random_weights", False):
+            # random weights (safepref.random_models): never stop early, timings need the configured lengths
+            opts.setdefault("min_new_tokens", 1 << 30)
         self.engine = FastGenerator(self.model, pad, eos, **opts)
 
     @property

@@ -49,6 +49,9 @@ class HFBackend:
             kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
         else:  # silence generation_config defaults that only apply to sampling
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if getattr(self.model.config, "safepref_random_weights", False):
+            # random weights (safepref.random_models): never stop early, timings need the configured lengths
+            kwargs["min_new_tokens"] = config.max_new_tokens
         if config.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = config.repetition_penalty
         if config.no_repeat_ngram_size:
