@@ -101,10 +101,11 @@ def agreement(gold: list[bool], predicted: list[bool | None]) -> dict[str, Any]:
 
 
 def cohen_kappa(gold: list[bool], predicted: list[bool]) -> float | None:
-    """Cohen's kappa (scikit-learn); None when it is undefined (no rows, or one class in both)."""
+    """Cohen's kappa (scikit-learn); None when the labels hold one class only (a set of harmless answers:
+    agreement beyond chance is not defined there, the false-alarm rate says it all)."""
     from sklearn.metrics import cohen_kappa_score
 
-    if not gold or (len(set(gold)) == 1 and set(gold) == set(predicted)):
+    if len(set(gold)) < 2:
         return None
     return round(float(cohen_kappa_score(gold, predicted)), 4)
 
