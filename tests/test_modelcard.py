@@ -62,15 +62,24 @@ def test_card_without_evaluation(tmp_path):
     assert "- warning: the length cue: chosen shorter" in body and "Not evaluated yet" in body
 
 
-def test_card_with_evaluation_from_the_command_line(tmp_path, capsys):
+def test_card_with_evaluation_from_the_command_line(tmp_path, capsys, monkeypatch):
+    from safepref.evaluate import judges
+
+    shipped = {"keyword": {"n": 1540, "accuracy": 0.7104, "ci": [0.6872, 0.7325], "kappa": 0.2868,
+                           "dataset": "gptfuzz-evaluate"}}
+    monkeypatch.setattr(judges, "judge_validation", shipped.get)
     folder = _model(tmp_path)
     evaluation = _eval(tmp_path / "eval")
     assert main(["export", str(folder), "--eval", str(evaluation)]) == 0
     assert "README.md" in capsys.readouterr().out
     _, body = _split((folder / "README.md").read_text())
     # Wilson 95% intervals: 3 of 4 -> [0.30, 0.95], 1 of 4 -> [0.05, 0.70]
-    assert "| keyword | 0.75 | [0.30, 0.95] | 4 | 0.75 | not validated |" in body
+    assert ("| keyword | 0.75 | [0.30, 0.95] | 4 | 0.75 | n 1540, accuracy 0.710 [0.687, 0.733], kappa 0.287 "
+            "(gptfuzz-evaluate) |") in body  # the shipped judge's held-out agreement
     assert "| classifier | 0.25 | [0.05, 0.70] | 4 | 0.30 | n 200, accuracy 0.900, kappa 0.800 |" in body
+    monkeypatch.setattr(judges, "judge_validation", lambda name: None)
+    assert main(["export", str(folder), "--eval", str(evaluation)]) == 0
+    assert "| keyword | 0.75 | [0.30, 0.95] | 4 | 0.75 | not validated |" in (folder / "README.md").read_text()
     assert "opening 0.04 of safe prompts refused; opening 0.50 of unsafe prompts complied with" in body
     assert read_evaluation(evaluation / "jailbreak")["jailbreak"]["prompts"] == "advbench:4"
 

@@ -121,6 +121,7 @@ def fake_run(run: Path) -> dict:
                                  "asr/jailbreak/classifier": {"rate": 0.0, "k": 0, "n": 3, "ci95": [0.0, 0.56]}},
                        "audit": {"best_auc": 1.0, "best": "length", "verdict": "separable by " + XSS}}},
         "figures": [], "missing_stages": [],
+        "judge_validation": {"keyword": {"n": 200, "accuracy": {"value": 0.9, "ci": [0.85, 0.94]}}, "classifier": None},
         "comparisons": [{"metric": "asr/jailbreak/keyword", "condition": "gpt4o-self", "baseline": "sft",
                          "difference": -1 / 3, "ci95": [-0.67, 0.0], "n": 3, "mcnemar": {"0": {"p": 0.5}}}]}
 
@@ -140,6 +141,8 @@ def test_fake_run_renders_escaped_with_intervals(tmp_path):
     assert "0.33 <span class=\"ci\">[0.06, 0.79]</span> <span class=\"ci\">n=3</span>" in html  # the summary's
     assert "0.67 <span class=\"ci\">[0.21, 0.94]</span> <span class=\"ci\">n=3</span>" in html  # Wilson of 2 of 3
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    assert "<b>keyword</b>: agreement with held-out human labels: n 200, accuracy 0.900 [0.850, 0.940]" in html
+    assert "<b>classifier</b>: no validated agreement on held-out labels is known" in html
     assert "<th>difference</th>" in html and "mcnemar" not in html.split('id="report-data"')[0]
     # the report step also wrote the trained model's card
     card = (run / "stages" / "train__gpt4o-self" / "README.md").read_text()

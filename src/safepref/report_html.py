@@ -253,15 +253,27 @@ def comparisons(summary: dict[str, Any]) -> dict[str, Any] | None:
     return {"columns": columns, "rows": [[v.get(c) for c in columns] for v in value]}
 
 
+def agreement_text(agreement: dict[str, Any] | None) -> str | None:
+    """``n 200, accuracy 0.912 [0.874, 0.941], kappa 0.801 (dataset)``: a judge's validated agreement, its values
+    numbers or rate entries ``{value, k, n, ci}``; None when there is none."""
+    if not isinstance(agreement, dict):
+        return None
+    parts = []
+    for key in ("n", "accuracy", "kappa", "precision", "recall", "f1"):
+        value = agreement.get(key)
+        ci = value.get("ci") if isinstance(value, dict) else (agreement.get("ci") if key == "accuracy" else None)
+        value = value.get("value") if isinstance(value, dict) else value
+        if isinstance(value, int | float):
+            interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
+            parts.append(f"{key} {_fmt(value, 3)}{interval}")
+    if not parts:
+        return None
+    return ", ".join(parts) + (f" ({agreement['dataset']})" if agreement.get("dataset") else "")
+
+
 def judge_notes(summary: dict[str, Any], judges: list[str]) -> list[dict[str, Any]]:
-    """Per judge: its agreement with held-out human labels, or that none is known."""
-    notes = []
-    for judge in judges:
-        found = validation_of(summary, judge) or {}
-        shown = {k: found[k] for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
-                 if isinstance(found.get(k), int | float)}
-        notes.append({"judge": judge, "agreement": shown})
-    return notes
+    """Per judge: its agreement with held-out human labels, or None when none is known."""
+    return [{"judge": judge, "agreement": agreement_text(validation_of(summary, judge))} for judge in judges]
 
 
 # ------------------------------------------------------------------------------------------- rendering

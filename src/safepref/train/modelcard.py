@@ -79,19 +79,17 @@ def read_evaluation(eval_dir: Path) -> dict[str, Any]:
 
 def _agreement(name: str, judge: dict[str, Any]) -> str:
     """The judge's validated agreement with human labels, from its metrics or the judges module."""
+    from safepref.report_html import agreement_text
+
     found = judge.get("agreement") or (judge.get("judge") or {}).get("validation")
     if not found:
         try:
-            from safepref.evaluate.judges import judge_validation  # docs/validation/judges.json, when present
+            from safepref.evaluate.judges import judge_validation  # shipped judges' held-out agreement
 
             found = judge_validation(name)
         except Exception:  # noqa: BLE001 - absent or unreadable validation: say so, do not fail the card
             found = None
-    if not isinstance(found, dict):
-        return "not validated"
-    shown = [f"{k} {_fmt(found[k], 3)}" for k in ("n", "accuracy", "kappa", "precision", "recall", "f1")
-             if isinstance(found.get(k), int | float)]
-    return ", ".join(shown) or "not validated"
+    return agreement_text(found) or "not validated"
 
 
 def _judge_lines(jailbreak: dict[str, Any]) -> list[str]:
