@@ -99,8 +99,10 @@ def fake_run(run: Path) -> dict:
         for i, (c, r) in enumerate(PAIRS)])
     write_json(folders["audit"] / "audit.json", {"sets": [{"name": "gpt4o-self", "cue": "length", "cues": {
         "tfidf_top_words": {"chosen": ["cannot"], "rejected": ["here"]}}}]})
-    write_jsonl(folders["audit"] / "margins.jsonl", [{"set": "gpt4o-self", "pair": i, "margin_per_token": -0.25 * i}
-                                                     for i in range(len(PAIRS))])
+    # the audit's row of pair 4 names another prompt (a skipped pair would shift indices): not shown
+    write_jsonl(folders["audit"] / "margins.jsonl", [
+        {"set": "gpt4o-self", "pair": i, "prompt_id": f"id{i}" if i < 4 else "other", "margin_per_token": -0.25 * i}
+        for i in range(len(PAIRS))])
     for model in ("sft", "gpt4o-self"):
         write_jsonl(folders[f"eval/{model}"] / "jailbreak" / "per_answer.jsonl", [
             {"prompt_id": pid, "sample_index": 0, "prompt": f"goal {pid}", "answer": by[model][0],
@@ -127,9 +129,9 @@ def fake_run(run: Path) -> dict:
 
 
 def test_safe_json_cannot_close_its_script_block():
-    text = safe_json({"a": "</script><!-- & >"})
+    text = safe_json({"a": "</script><!-- & >", "score": float("nan")})
     assert "<" not in text and ">" not in text and "&" not in text
-    assert json.loads(text) == {"a": "</script><!-- & >"}
+    assert json.loads(text) == {"a": "</script><!-- & >", "score": None}
 
 
 def test_fake_run_renders_escaped_with_intervals(tmp_path):
@@ -169,6 +171,9 @@ def test_fake_run_filters_in_the_browser(tmp_path, browser):
     page.select_option("#pair-cue", "here")  # rejected of pairs 0 ("here") and 1 ("Here:")
     assert view.rows("pair-table") == 2
     assert page.locator("#pair-audit-head").text_content() == "audit: ref. log-p margin / token"
+    page.select_option("#pair-cue", "")
+    audit = page.locator("#pair-table tbody tr td:last-child").all_text_contents()
+    assert audit == ["0", "-0.25", "-0.50", "-0.75", "—"]
 
     page.select_option("#jb-model-a", "sft")
     page.select_option("#jb-model-b", "gpt4o-self")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,21 @@ AUDIT_PAIR_FIELDS = {"probe_confidence": "probe P(chosen)", "probe_score": "prob
                      "margin_per_token": "ref. log-p margin / token"}
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities (a diverged score) as None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def safe_json(obj: Any) -> str:
     """JSON for a ``<script type="application/json">`` block: ``<``, ``>``, ``&`` escaped so no text inside
     can close the block or open a comment; JSON.parse reads the escapes back as the characters."""
-    text = json.dumps(obj, ensure_ascii=False, default=str, allow_nan=False)
+    text = json.dumps(_finite(obj), ensure_ascii=False, default=str, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -156,16 +168,25 @@ def first_stage(dirs: dict[str, Path], prefix: str) -> Path | None:
     return dirs[seeded[0]] if seeded else None
 
 
-def _audit_per_pair(audit_dir: Path | None, condition: str) -> tuple[dict[int, float], str | None]:
-    """The audit's per-pair number for one set (pair index -> value) and its label."""
+def _audit_per_pair(audit_dir: Path | None, condition: str) -> tuple[dict[int, tuple[Any, float]], str | None]:
+    """The audit's per-pair number for one set (pair index -> (prompt_id, value)) and its label."""
     if audit_dir is None or not (audit_dir / "margins.jsonl").is_file():
         return {}, None
     rows = [row for _, row in iter_jsonl(audit_dir / "margins.jsonl") if row.get("set") == condition]
     for key, label in AUDIT_PAIR_FIELDS.items():
-        values = {int(r["pair"]): float(r[key]) for r in rows if r.get(key) is not None and "pair" in r}
+        values = {int(r["pair"]): (r.get("prompt_id"), float(r[key])) for r in rows
+                  if r.get(key) is not None and "pair" in r}
         if values:
             return values, label
     return {}, None
+
+
+def _matching(entry: tuple[Any, float] | None, pair: dict[str, Any]) -> float | None:
+    """The audit's value for this pair, only when the audit's row names the same prompt (the audit may have
+    skipped a pair, which would shift the indices)."""
+    if entry is None or (entry[0] is not None and entry[0] != pair.get("prompt_id")):
+        return None
+    return entry[1]
 
 
 def pair_tables(dirs: dict[str, Path], conditions: list[str], audit: dict[str, Any] | None) -> dict[str, Any]:
@@ -190,7 +211,7 @@ def pair_tables(dirs: dict[str, Path], conditions: list[str], audit: dict[str, A
             rows.append({"prompt": pair["prompt"][-1]["content"], "chosen": chosen, "rejected": rejected,
                          "chosen_source": side_label(cm), "rejected_source": side_label(rm),
                          "chosen_score": cm.get("score"), "rejected_score": rm.get("score"),
-                         "gap": _words(chosen) - _words(rejected), "audit": per_pair.get(index)})
+                         "gap": _words(chosen) - _words(rejected), "audit": _matching(per_pair.get(index), pair)})
         cues = (by_set.get(condition) or {}).get("cues") or {}
         top = cues.get("tfidf_top_words") or {}
         out[condition] = {"rows": rows, "total": total, "audit_label": label,
