@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     from safepref.report import write_report
 
     result = write_report(args.run_dir, args.out)
-    print(f"wrote {args.out or args.run_dir}/report.md with figures {', '.join(result['figures']) or 'none'}")
+    print(f"wrote {args.out or args.run_dir}/report.md and report.html with figures "
+          f"{', '.join(result['figures']) or 'none'}")
     if result["missing_stages"]:
         print(f"stages without results: {', '.join(result['missing_stages'])}")
     for note in result.get("missing") or []:  # files deleted from finished stages: said, never silently dropped
