@@ -53,18 +53,19 @@ SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 class ExportConfig:
     pairs_dir: str = field(help="a preference-set folder written by `safepref build` (pairs.jsonl, datasheet.json)"
                                 " or a pairs JSONL file")
-    out: str = field(help="output folder (the dataset repository's layout)")
+    out: str | None = field(None, help="output folder, in the hub's dataset layout (required for a preference set)")
     audit: str | None = field(None, help="audit.json or the audit folder: its verdict on this set goes on the card")
     audit_set: str | None = field(None, help="name of this set in the audit (default: matched by its pairs file, "
                                              "else the datasheet's condition)")
     name: str | None = field(None, help="dataset name for the card's title (default: the condition or folder)")
-    push_to_hub: str | None = field(None, help="upload to this hub dataset repository (needs network and a token)")
+    push_to_hub: str | None = field(None, help="upload to this hub repository, owner/name (a dataset; a model for "
+                                                "model folders); needs network and the token")
     private: bool = field(False, help="create the hub repository as private")
     token_env: str = field("HF_TOKEN", help="environment variable holding the hub token")
     overwrite: bool = field(False, help="replace an existing export in `out`")
 
     def __post_init__(self) -> None:
-        require(bool(self.out), "out", "an output folder is needed")
+        require(bool(self.out), "out", "an output folder is needed (--out)")
         if self.push_to_hub is not None:
             require(self.push_to_hub.count("/") == 1, "push_to_hub", "must look like owner/name")
 

@@ -18,20 +18,29 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from safepref.export import ExportConfig
+
     parser.add_argument("path", help="a preference-set folder (pairs.jsonl) or a trained model folder (run.json)")
-    parser.add_argument("--out", default=None, help="output folder for a preference set (required for sets)")
-    parser.add_argument("--audit", default=None, help="audit.json or audit folder: its verdict goes on the card")
-    parser.add_argument("--audit-set", default=None, help="name of this set in the audit (default: matched)")
-    parser.add_argument("--name", default=None, help="title of the card")
+    # One flag per ExportConfig field, its help from the field (--out is required for sets only, checked in run).
+    for f in dataclasses.fields(ExportConfig):
+        if f.name == "pairs_dir":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = None if f.default is dataclasses.MISSING else f.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, default=default, help=f.metadata["help"])
     parser.add_argument("--eval", dest="eval_dir", default=None,
-                        help="model folders: the `safepref eval` folder whose results go on the card")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload to this hub repository")
-    parser.add_argument("--private", action="store_true", help="create the hub repository as private")
-    parser.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the hub token")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+                        help="model folders: the `safepref eval` folder (jailbreak/, refusal/) whose results go "
+                             "on the card")
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from safepref.errors import ConfigError
 
     path = Path(args.path)
@@ -49,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out is required when exporting a preference set")
     from safepref.export import ExportConfig, export_preference_set
 
-    summary = export_preference_set(ExportConfig(
-        pairs_dir=args.path, out=args.out, audit=args.audit, audit_set=args.audit_set, name=args.name,
-        push_to_hub=args.push_to_hub, private=args.private, token_env=args.token_env, overwrite=args.overwrite))
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExportConfig) if f.name != "pairs_dir"}
+    summary = export_preference_set(ExportConfig(pairs_dir=args.path, **settings))
     print(f"wrote {summary['rows']} pairs to {args.out}/{summary['data_file']} and README.md "
           f"(license {summary['license']})")
     if summary.get("pushed"):
