@@ -393,17 +393,7 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         stages.append(_build_stage(exp, condition, answer_spec, device, rm_stage))
     if exp.audit is not None and trained:
         stages.append(_audit_stage(exp, trained, device))
-    for condition, seed in ((c, s) for c in trained for s in seeds):
-        settings = {"model": exp.target, "config": _abs(exp.train.config), "set": {"seed": seed,
-                                                                                   **exp.train.set}}
-        stages.append(Stage(
-            seed_stage(f"train/{condition}", seed, seeds),
-            _command_stage(lambda ctx, c=condition, s=settings: [[
-                "train", "--pairs", str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), "--model", s["model"],
-                *(["--config", s["config"]] if s["config"] else []), *_sets(s["set"]), "--out", str(ctx.out_dir),
-                *(["--resume"] if (ctx.out_dir / "run.json").exists() else [])]]),
-            settings, [f"build/{condition}"], description=f"DPO on {condition}"
-                                                          + (f", seed {seed}" if len(seeds) > 1 else "")))
+    stages += [_train_stage(exp, condition, seed, seeds) for condition in trained for seed in seeds]
     for condition in exp.conditions:
         # The SFT model is evaluated once: greedy decoding does not depend on the seed.
         for seed in seeds[:1] if condition == "sft" else seeds:
@@ -415,6 +405,18 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
                         [s.name for s in stages if s.name.startswith(("eval/", "train/", "build/", "audit"))],
                         description="report.md, figures, summary.json"))
     return stages
+
+
+def _train_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[int]) -> Stage:
+    settings = {"model": exp.target, "config": _abs(exp.train.config), "set": {"seed": seed, **exp.train.set}}
+    return Stage(
+        seed_stage(f"train/{condition}", seed, seeds),
+        _command_stage(lambda ctx, c=condition, s=settings: [[
+            "train", "--pairs", str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), "--model", s["model"],
+            *(["--config", s["config"]] if s["config"] else []), *_sets(s["set"]), "--out", str(ctx.out_dir),
+            *(["--resume"] if (ctx.out_dir / "run.json").exists() else [])]]),
+        settings, [f"build/{condition}"],
+        description=f"DPO on {condition}" + (f", seed {seed}" if len(seeds) > 1 else ""))
 
 
 def _abs(path: str | None) -> str | None:
