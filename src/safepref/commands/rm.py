@@ -1,14 +1,16 @@
 """Reward models: train the offline safety RM, measure pairwise accuracy, score answers.
 
-  safepref rm train                                  # offline safety RM -> $SAFEPREF_CACHE/reward/safety-minilm/
+  safepref rm train                                  # head on MiniLM -> $SAFEPREF_CACHE/reward/safety-minilm/
   safepref rm train --name quick --limit 500         # smaller and faster
+  safepref rm train --kind finetuned --out out/rm    # fine-tuned RM (SmolLM2 on a GPU, MiniLM on a CPU)
+  safepref rm eval --rm hf:out/rm --pairs hh-harmless --out out/rm/hh.json   # + hh.pairs.jsonl
   safepref rm eval --rm offline:safety-minilm --pairs pku-realign --out out/rm/pku.json
   safepref rm eval --rm offline:safety-minilm --pairs hh-harmless --out out/rm/hh.json
   safepref rm eval --rm hf:OpenAssistant/reward-model-deberta-v3-large-v2 --pairs pku-paper
   safepref rm score --rm offline:safety-minilm --responses out/gen --out out/gen-scored
 
-Reward model specs: hf:<hub id or folder>, offline:<name or folder> (offline = offline:safety-minilm), a
-saved folder, or length. `rm eval` drops pairs on prompts the RM saw in training (offline RMs record them),
+Reward model specs: hf:<hub id or folder>, hf-chat:<hub id or folder>, offline:<name or folder> (offline =
+offline:safety-minilm), a saved folder, or length. `rm eval` drops pairs on prompts the RM saw in training (offline RMs record them),
 so `--pairs pku-realign` measures the held-out prompts only.
 """
 
@@ -25,7 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     train = sub.add_parser("train", help="train the offline safety reward model on the offline data",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--name", default=None, help="artifact name (default safety-minilm)")
+    train.add_argument("--kind", choices=("head", "finetuned"), default="head",
+                       help="head: a small head on frozen MiniLM embeddings (default); finetuned: a whole "
+                            "sequence classifier trained with TRL's RewardTrainer")
+    train.add_argument("--preset", default="auto",
+                       help="finetuned only: smollm2 (GPU), minilm-cpu, or auto (smollm2 when a GPU is there)")
+    train.add_argument("--backbone", default=None, help="finetuned only: model to start from")
+    train.add_argument("--name", default=None, help="artifact name (default safety-minilm; finetuned: the "
+                                                    "preset's, safety-smollm2 or safety-minilm-ft)")
     train.add_argument("--out", default=None, help="output folder (default $SAFEPREF_CACHE/reward/<name>)")
     train.add_argument("--config", default=None, help="YAML of OfflineRMConfig fields")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -41,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CPU threads for torch (1 is often fastest on a busy machine)")
     train.add_argument("--device", default="auto", help="where the embedder runs: auto, cpu, cuda")
     train.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
-    train.epilog = ("Every field of OfflineRMConfig (safepref/reward/offline.py) can be set with --set or --config: "
+    train.epilog = ("--kind finetuned: every field of FinetunedRMConfig (safepref/reward/finetuned.py) can be "
+                    "set with --set or --config: backbone, input_format, pairs, labels, exclude, epochs, eval_every, "
+                    "patience, batch_size, lr, weight_decay, center_rewards, max_length, dev_fraction, "
+                    "test_fraction, seed, limit.\n"
+                    "--kind head: every field of OfflineRMConfig (safepref/reward/offline.py) can be set with --set or --config: "
                     "embedder, features, hidden, dropout, pair_weight, label_weight, epochs, patience, batch_size, "
                     "lr, weight_decay, dev_fraction, test_fraction, seed, limit, exclude, max_prompt_chars.")
 
@@ -53,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--prompt-field", default="prompt", help="prompt column of a plain file")
     evaluate.add_argument("--include-seen", action="store_true",
                           help="keep pairs whose prompt the RM saw in training (not a held-out measure)")
-    evaluate.add_argument("--out", default=None, help="write the result JSON here")
+    evaluate.add_argument("--out", default=None, help="write the result JSON here, and each pair's scores and "
+                                                      "verdict beside it (<out stem>.pairs.jsonl)")
     evaluate.add_argument("--threads", type=int, default=None,
                           help="CPU threads for torch (1 is often fastest on a busy machine)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -66,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--threads", type=int, default=None,
                        help="CPU threads for torch (1 is often fastest on a busy machine)")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    score.add_argument("--chunk", type=int, default=512, help="answers per scoring call")
+    score.add_argument("--chunk", type=int, default=512,
+                       help="answers per scoring call and per resumable shard (out/shards/)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +103,11 @@ def _train(args: argparse.Namespace) -> int:
     from safepref.redact import command_line
     from safepref.reward.offline import OfflineRMConfig, default_folder, train_offline_rm
 
+    command = command_line(["safepref", *sys.argv[1:]])
+    if args.kind == "finetuned":
+        return _train_finetuned(args, command)
+    if args.backbone is not None or args.preset != "auto":
+        raise ConfigError("--backbone and --preset belong to --kind finetuned")
     flags = {"name": args.name, "pairs": args.pairs, "labels": args.labels, "features": args.features,
              "embedder": args.embedder, "hidden": args.hidden, "limit": args.limit, "seed": args.seed}
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.overrides
@@ -95,7 +115,6 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_folder(config.name)
     if (out / "rm.json").exists() and not args.overwrite:
         raise ConfigError(f"{out} already holds a reward model; pass --overwrite to replace it, or --name/--out")
-    command = command_line(["safepref", *sys.argv[1:]])
     model, meta = train_offline_rm(config, device=args.device, progress=True, command=command)
     model.save(out)
     metrics = meta["metrics"]
@@ -112,16 +131,54 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_finetuned(args: argparse.Namespace, command: str) -> int:
+    from safepref.config import load_config
+    from safepref.errors import ConfigError
+    from safepref.reward.finetuned import FinetunedRMConfig, pick_preset, train_finetuned_rm
+    from safepref.reward.offline import default_folder
+
+    if any(v is not None for v in (args.features, args.embedder, args.hidden)):
+        raise ConfigError("--features, --embedder and --hidden belong to --kind head")
+    base = pick_preset(args.preset, args.device)
+    preset = base.pop("preset")
+    flags = {"name": args.name, "backbone": args.backbone, "pairs": args.pairs, "labels": args.labels,
+             "limit": args.limit, "seed": args.seed}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.overrides
+    config = load_config(FinetunedRMConfig, args.config, overrides, base=base)
+    out = Path(args.out) if args.out else default_folder(config.name)
+    print(f"preset {preset}: backbone {config.backbone}, {config.epochs:g} epochs, lr {config.lr:g}, "
+          f"batch {config.batch_size}, limit {config.limit}")
+    meta = train_finetuned_rm(config, out, device=args.device, command=command, overwrite=args.overwrite)
+    print(json.dumps({"sizes": meta["sizes"], "data": meta["data"], "label_pairs": meta["label_pairs"],
+                      "dropped_identical_sides": meta["dropped_identical_sides"], "steps": meta["steps"],
+                      "best_checkpoint": meta["best_checkpoint"],
+                      "timings_s": {k: round(v, 1) for k, v in meta["timings"].items()}}, indent=1))
+    for key, value in meta["metrics"].items():
+        ci = value.get("cluster_ci", [value["ci_low"], value["ci_high"]])
+        print(f"{key}: accuracy {value['accuracy']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n={value['n']})")
+    print(f"saved {out}  (load it as hf:{out} or offline:{config.name if not args.out else out})")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------------- eval
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from safepref.records import write_json
+    from safepref.errors import DataError
+    from safepref.records import write_json, write_jsonl
     from safepref.reward import load_reward_model, pairwise_accuracy, score_pairs, user_turn_ids
+    from safepref.reward.evaluation import evaluate_pairs, format_table
     from safepref.sources import load_pairs
 
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_file_out(out)
     fields = {"prompt": args.prompt_field, "chosen": args.chosen_field, "rejected": args.rejected_field}
     pairs, report = load_pairs(args.pairs, fields)
+    same = [i for i, p in enumerate(pairs) if p.chosen_text.strip() == p.rejected_text.strip()]
+    if same and len(same) == len(pairs):
+        raise DataError(f"{args.pairs}: every pair's chosen and rejected answers are the same text: no preference "
+                        "to measure (check --chosen-field / --rejected-field)")
     rm = load_reward_model(args.rm, device=args.device)
     seen = getattr(rm, "seen_prompt_ids", None) or set()
     dropped_seen = 0
@@ -130,74 +187,59 @@ def _eval(args: argparse.Namespace) -> int:
         dropped_seen = len(pairs) - len(kept)
         pairs = kept
         if not pairs:
-            from safepref.errors import DataError
-
             raise DataError(f"every pair of '{args.pairs}' is on a prompt {rm.name} was trained on; "
                             "evaluate on other data (or pass --include-seen for a training-set measure)")
     print(f"{len(pairs)} pairs from {args.pairs}" +
-          (f" ({dropped_seen} dropped: prompt seen in {rm.name}'s training)" if dropped_seen else ""))
+          (f" ({dropped_seen} dropped: prompt seen in {rm.name}'s training)" if dropped_seen else "") +
+          (f"; {len(same)} pairs have identical sides (counted as ties)" if same else ""))
     start = time.perf_counter()
     chosen, rejected = score_pairs(rm, pairs, progress=True)
     seconds = time.perf_counter() - start
     result = pairwise_accuracy(chosen, rejected, groups=[p.prompt_id for p in pairs])
+    subsets, rows = evaluate_pairs(chosen, rejected, pairs)
+    result.update(subsets)
     result.update({"rm": args.rm, "rm_name": rm.name, "pairs": args.pairs, "pairs_load": report.as_dict(),
                    "dropped_seen_prompts": dropped_seen, "include_seen": args.include_seen,
-                   "seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                   "identical_sides": len(same), "seconds": round(seconds, 2),
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print(f"{rm.name} on {args.pairs}: accuracy {result['accuracy']:.3f} "
           f"(95% Wilson CI {result['ci_low']:.3f}-{result['ci_high']:.3f}; by-prompt bootstrap "
           f"{result['cluster_ci'][0]:.3f}-{result['cluster_ci'][1]:.3f}), n={result['n']}, ties={result['ties']}, "
           f"{result['n_groups']} prompts, {seconds:.1f} s")
-    if args.out:
-        write_json(args.out, result)
-        print(f"wrote {args.out}")
+    print(format_table(result))
+    if out is not None:
+        per_pair = out.with_name(out.name.removesuffix(".json") + ".pairs.jsonl")
+        write_jsonl(per_pair, rows)
+        result["per_pair"] = per_pair.name
+        write_json(out, result)
+        print(f"wrote {out} and {per_pair}")
     return 0
+
+
+def _check_file_out(out: Path) -> None:
+    """--out of a JSON result: not a folder, and its folder writable (checked before any model loads)."""
+    from safepref.errors import ConfigError
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name such as {out / 'result.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.name}.probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
 # ------------------------------------------------------------------------------------------------- score
 
 
 def _score(args: argparse.Namespace) -> int:
-    from safepref.records import write_json, write_jsonl
-    from safepref.reward import load_reward_model
+    from safepref.reward.scoring import ScoreConfig, score_responses
 
-    responses, source = _read_responses(args.responses)
-    rm = load_reward_model(args.rm, device=args.device)
-    start = time.perf_counter()
-    for begin in range(0, len(responses), args.chunk):
-        part = responses[begin:begin + args.chunk]
-        scores = rm.score([r.prompt for r in part], [r.response for r in part])
-        for response, value in zip(part, scores, strict=True):
-            response.score = float(value)
-            response.meta["score_rm"] = rm.name
-    seconds = time.perf_counter() - start
-    out = Path(args.out)
-    write_jsonl(out / "responses.jsonl", responses)
-    values = [r.score for r in responses]
-    summary = {"rm": args.rm, "rm_name": rm.name, "responses": args.responses, "source": source,
-               "count": len(values), "mean": sum(values) / len(values), "min": min(values), "max": max(values),
-               "seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(out / "summary.json", summary)
-    print(f"scored {len(values)} answers with {rm.name} in {seconds:.1f} s (mean {summary['mean']:.3f}); "
-          f"wrote {out}/responses.jsonl")
+    summary = score_responses(ScoreConfig(rm=args.rm, responses=args.responses, out=args.out, chunk=args.chunk,
+                                          device=args.device))
+    reused = f", {summary['chunks_reused']} of {summary['chunks']} chunks reused" if summary["chunks_reused"] else ""
+    print(f"scored {summary['count']} answers with {summary['rm_name']} in {summary['seconds']:.1f} s (mean "
+          f"{summary['mean']:.3f}{reused}); wrote {args.out}/responses.jsonl")
     return 0
-
-
-def _read_responses(spec: str) -> tuple[list, dict]:
-    """safepref Response records (provenance kept) from a file or generate's folder; else a source spec."""
-    from safepref.records import iter_jsonl, read_records
-    from safepref.sources import load_responses
-
-    path = Path(spec)
-    if path.is_dir() and (path / "responses.jsonl").exists():
-        path = path / "responses.jsonl"
-    if path.is_file() and path.name.endswith(".jsonl"):
-        first = next((obj for _, obj in iter_jsonl(path)), None)
-        if first is not None and isinstance(first.get("source"), dict):
-            records = read_records(path, "response")
-            if not records:
-                from safepref.errors import DataError
-
-                raise DataError(f"{path}: no responses in file")
-            return records, {"path": str(path), "rows": len(records)}
-    records, report = load_responses(spec)
-    return records, report.as_dict()

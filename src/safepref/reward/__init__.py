@@ -9,8 +9,13 @@ Specs (``load_reward_model``):
 - ``hf:<hub id or folder>``: any one-logit sequence-classification reward model, fed the text pair
   (prompt, response) truncated to 512 tokens; score = the logit. The study's is
   ``hf:OpenAssistant/reward-model-deberta-v3-large-v2``.
-- ``offline:<name or folder>`` (``offline`` alone = ``offline:safety-minilm``): the safety reward model that
-  ``safepref rm train`` builds from the offline data, saved under ``$SAFEPREF_CACHE/reward/<name>/``.
+  A checkpoint whose config.json names ``"reward_input_format": "chat"`` is read as a chat RM.
+- ``hf-chat:<hub id or folder>``: a chat-format reward model (Skywork-Reward, ArmoRM, the Llama-3.1 based RMs on
+  RewardBench): the conversation through the tokenizer's chat template, one score.
+- ``offline:<name or folder>`` (``offline`` alone = ``offline:safety-minilm``): a safety reward model that
+  ``safepref rm train`` builds from the offline data, saved under ``$SAFEPREF_CACHE/reward/<name>/``: a head on
+  frozen MiniLM embeddings (``--kind head``, folder with ``rm.json``) or a fine-tuned sequence classifier
+  (``--kind finetuned``, a normal checkpoint, also loadable as ``hf:<folder>``).
 - a bare folder: a saved offline reward model (it holds ``rm.json``) or a sequence-classification checkpoint.
 - ``length``: the response's length in characters (a baseline for tests and length-bias ablations).
 
@@ -52,8 +57,10 @@ class LengthRewardModel:
 REWARD_KINDS: dict[str, tuple[str, str]] = {
     "hf": ("safepref.reward.hf:load_hf_reward_model",
            "hf:<hub id or folder>: a one-logit sequence-classification reward model (text-pair input)"),
+    "hf-chat": ("safepref.reward.hf:load_chat_reward_model",
+                "hf-chat:<hub id or folder>: a chat-format reward model (conversation through its chat template)"),
     "offline": ("safepref.reward.offline:load_offline_reward_model",
-                "offline:<name or folder>: a safety RM trained by `safepref rm train` (default safety-minilm)"),
+                "offline:<name or folder>: a safety RM made by `safepref rm train` (default safety-minilm)"),
     "length": ("safepref.reward:_load_length", "length: the response length in characters (a baseline)"),
 }
 
@@ -92,8 +99,8 @@ def load_reward_model(spec: str, device: str = "auto") -> RewardModel:
             hint = did_you_mean(kind, list(REWARD_KINDS), suffix=":…")
             raise ConfigError(f"unknown reward model '{spec}'.{hint} Known kinds:\n{describe_kinds()}\n"
                               "or give the folder of a saved reward model")
-    if kind == "hf" and not target:
-        raise ConfigError("reward model 'hf' needs a hub id or folder: hf:<hub id or folder>")
+    if kind in ("hf", "hf-chat") and not target:
+        raise ConfigError(f"reward model '{kind}' needs a hub id or folder: {kind}:<hub id or folder>")
     module_name, function_name = REWARD_KINDS[kind][0].split(":")
     try:
         module = importlib.import_module(module_name)

@@ -27,14 +27,11 @@ pickle, no code from the folder.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
-import sqlite3
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,8 +42,11 @@ import numpy as np
 from safepref import paths
 from safepref.config import field, require
 from safepref.errors import ConfigError, DataError, ModelError
-from safepref.records import PreferencePair, prompt_id, write_json, write_text
-from safepref.reward import check_batch, conversation_text, pairwise_accuracy, user_turn_ids
+from safepref.records import PreferencePair, write_json, write_text
+from safepref.redact import command_line
+from safepref.reward import check_batch, conversation_text, pairwise_accuracy
+from safepref.reward.data import seen_prompt_ids, split_sources
+from safepref.reward.labels import LABEL_SOURCES, LabelledResponse, load_labelled  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -56,181 +56,15 @@ FORMAT_VERSION = 1
 FEATURES = ("concat", "response", "joint")
 SPLITS_DEV_TEST = ("train", "dev", "test")
 
-# ----------------------------------------------------------------------------------------------- embedders
-
-
-class Embedder:
-    """Turns texts into an (n, dim) float32 array; ``describe()`` is saved with the model to rebuild it."""
-
-    name: str
-    dim: int
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-
-from safepref.models import MINILM_ENV, MINILM_PACKAGE  # noqa: E402 - one locator for every MiniLM user
-from safepref.models import minilm_folder as minilm_dir  # noqa: E402
-
-
-class EmbeddingCache:
-    """Text -> vector store in SQLite (WAL mode: several readers, one writer). Keys hash the text and the
-    embedder's settings; vectors are raw float32 bytes (read with ``np.frombuffer``: nothing is unpickled)."""
-
-    def __init__(self, path: Path, salt: str) -> None:
-        self.path = path
-        self.salt = salt
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
-        self.db.commit()
-
-    def key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.salt}\0{text}".encode()).hexdigest()[:32]
-
-    def get(self, keys: list[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, blob in self.db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk):
-                found[key] = np.frombuffer(blob, dtype=np.float32)
-        return found
-
-    def put(self, items: dict[str, np.ndarray]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-                            [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()])
-        self.db.commit()
-
-
-class MiniLMEmbedder(Embedder):
-    """all-MiniLM-L6-v2 through sentence-transformers (mean pooling, unit norm), cached on disk.
-
-    Work goes in chunks of ``chunk`` texts, each committed to the cache, so an interrupted run loses at
-    most one chunk.
-    """
-
-    name = "all-MiniLM-L6-v2"
-    dim = 384
-
-    def __init__(self, device: str = "auto", batch_size: int = 64, max_seq_length: int = 256,
-                 cache: bool = True, chunk: int = 512, progress: bool = False) -> None:
-        self.device = device
-        self.batch_size = batch_size
-        self.max_seq_length = max_seq_length
-        self.chunk = chunk
-        self.progress = progress
-        self.version = importlib.metadata.version(MINILM_PACKAGE) if _installed(MINILM_PACKAGE) else "?"
-        import os
-
-        # Cached vectors are only valid for the same weights: an overriding folder gets its own keys.
-        override = os.environ.get(MINILM_ENV)
-        salt = f"{self.name}|{self.version}|{max_seq_length}" + (f"|{override}" if override else "")
-        self.cache = EmbeddingCache(paths.cache_dir("embeddings") / "all-MiniLM-L6-v2.sqlite", salt) \
-            if cache else None
-        self._model: Any = None
-        self.seconds_embedding = 0.0
-        self.texts_embedded = 0
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "package": f"{MINILM_PACKAGE}=={self.version}",
-                "max_seq_length": self.max_seq_length, "dim": self.dim}
-
-    def _load(self) -> Any:
-        if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            from safepref.models import pick_device
-
-            # A local folder: never ask the hub (offline machines), without touching the process's env.
-            model = SentenceTransformer(str(minilm_dir()), device=pick_device(self.device), local_files_only=True)
-            self._model = model.float()  # float32 everywhere: the cache must not depend on the device
-            self._model.max_seq_length = self.max_seq_length
-        return self._model
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        start = time.perf_counter()
-        vectors = self._load().encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                      normalize_embeddings=True, show_progress_bar=False)
-        self.seconds_embedding += time.perf_counter() - start
-        self.texts_embedded += len(texts)
-        return np.asarray(vectors, dtype=np.float32)
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        unique = list(dict.fromkeys(texts))
-        vectors: dict[str, np.ndarray] = {}
-        if self.cache is not None:
-            keys = {t: self.cache.key(t) for t in unique}
-            hits = self.cache.get(list(keys.values()))
-            vectors = {t: hits[k] for t, k in keys.items() if k in hits}
-        missing = [t for t in unique if t not in vectors]
-        if missing:
-            log.log(logging.INFO if len(missing) >= self.chunk else logging.DEBUG,
-                    "embedding %d new texts (%d cached) with %s", len(missing), len(vectors), self.name)
-        for start in tqdm(range(0, len(missing), self.chunk), disable=not (self.progress and missing),
-                          desc="embedding", unit="chunk"):
-            chunk = missing[start:start + self.chunk]
-            encoded = dict(zip(chunk, self._encode(chunk), strict=True))
-            vectors.update(encoded)
-            if self.cache is not None:
-                self.cache.put({self.cache.key(t): v for t, v in encoded.items()})
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([vectors[t] for t in texts])
-
-
-class HashingEmbedder(Embedder):
-    """Bag of word unigrams and bigrams hashed into ``dim`` buckets, unit norm (scikit-learn).
-
-    No model and no cache: instant and deterministic. A baseline for the feature comparison, and the
-    embedder tests use.
-    """
-
-    name = "hashing"
-
-    def __init__(self, dim: int = 1024, **_: Any) -> None:
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        self.dim = dim
-        self._vectorizer = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=False,
-                                             norm="l2")
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "dim": self.dim}
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self._vectorizer.transform(list(texts)).toarray().astype(np.float32)
-
-
-EMBEDDERS: dict[str, type[Embedder]] = {"all-MiniLM-L6-v2": MiniLMEmbedder, "hashing": HashingEmbedder}
-
-
-def make_embedder(description: dict[str, Any] | str, device: str = "auto", progress: bool = False) -> Embedder:
-    """An embedder from its name or its saved ``describe()``; unknown names fail with the known ones."""
-    info = {"name": description} if isinstance(description, str) else dict(description)
-    name = info.get("name")
-    if name not in EMBEDDERS:
-        raise ConfigError(f"unknown embedder '{name}'; known: {', '.join(EMBEDDERS)}")
-    if name == "hashing":
-        return HashingEmbedder(dim=int(info.get("dim", 1024)))
-    return MiniLMEmbedder(device=device, max_seq_length=int(info.get("max_seq_length", 256)), progress=progress)
-
-
-def _installed(package: str) -> bool:
-    try:
-        importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
+from safepref.reward.embedders import (  # noqa: E402 - re-exported: the embedders lived here
+    EMBEDDERS,
+    Embedder,
+    EmbeddingCache,  # noqa: F401
+    HashingEmbedder,  # noqa: F401
+    MiniLMEmbedder,
+    make_embedder,
+    minilm_dir,  # noqa: F401
+)
 
 # ------------------------------------------------------------------------------------------------ features
 
@@ -362,11 +196,16 @@ def default_folder(name: str) -> Path:
 
 def saved_names() -> list[str]:
     root = paths.cache_dir("reward")
-    return sorted(p.name for p in root.iterdir() if (p / "rm.json").exists())
+    return sorted(p.name for p in root.iterdir() if (p / "rm.json").exists() or (p / FINETUNED_MARKER).exists())
 
 
-def load_offline_reward_model(target: str, device: str = "auto") -> OfflineRewardModel:
-    """``offline:<name or folder>``: a folder path, or a name under ``$SAFEPREF_CACHE/reward/``.
+# A fine-tuned reward model (``safepref rm train --kind finetuned``) is a checkpoint folder holding this file.
+FINETUNED_MARKER = "safepref_rm.json"
+
+
+def load_offline_reward_model(target: str, device: str = "auto") -> Any:
+    """``offline:<name or folder>``: a folder path, or a name under ``$SAFEPREF_CACHE/reward/``; a head model
+    (``rm.json``) or a fine-tuned checkpoint (``safepref_rm.json``, scored by ``safepref.reward.hf``).
 
     Raises ConfigError for a name that was never trained (listing the saved ones).
     """
@@ -375,96 +214,19 @@ def load_offline_reward_model(target: str, device: str = "auto") -> OfflineRewar
     looks_like_path = "/" in target or target.startswith(".") or folder.is_dir()
     if not looks_like_path:
         folder = default_folder(target)
-        if not (folder / "rm.json").exists():
+        if not (folder / "rm.json").exists() and not (folder / FINETUNED_MARKER).exists():
             known = ", ".join(saved_names()) or "none yet"
             raise ConfigError(f"no offline reward model named '{target}' in {folder.parent} (saved: {known}). "
                               f"Train it with: safepref rm train --name {target}")
-        return OfflineRewardModel.load(folder, device=device, name=f"offline:{target}")
-    if not folder.is_dir():
+    elif not folder.is_dir():
         raise ConfigError(f"offline reward model folder {folder} does not exist")
+    if (folder / FINETUNED_MARKER).exists() and not (folder / "rm.json").exists():
+        from safepref.reward.hf import HFRewardModel
+
+        rm = HFRewardModel(str(folder), device=device)
+        rm.name = f"offline:{target}"
+        return rm
     return OfflineRewardModel.load(folder, device=device, name=f"offline:{target}")
-
-
-# --------------------------------------------------------------------------------------- labelled answers
-
-
-@dataclass
-class LabelledResponse:
-    prompt: str
-    response: str
-    safe: bool
-    source: str
-    prompt_id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.prompt_id:
-            self.prompt_id = prompt_id(self.prompt)
-
-
-# name -> files under $SAFEPREF_DATA (GuardReasoner format)
-LABEL_SOURCES: dict[str, tuple[str, ...]] = {
-    "safety-labels": ("safety_labels/0_9_safe_rlhf.json", "safety_labels/0_A_beaver_tails.json"),
-    "safety-labels-saferlhf": ("safety_labels/0_9_safe_rlhf.json",),
-    "safety-labels-beavertails": ("safety_labels/0_A_beaver_tails.json",),
-}
-_SAFE_WORDS = {"safe": True, "unharmful": True, "harmless": True, "unsafe": False, "harmful": False}
-
-
-def load_labelled(spec: str) -> list[LabelledResponse]:
-    """Labelled answers from a registered name (``safety-labels``, optionally ``:N``) or a file.
-
-    A file is GuardReasoner's format (``input`` = "Human user:\\n…\\n\\nAI assistant:\\n…", ``output`` ending in
-    "Response: harmful|unharmful") or plain rows with ``prompt``, ``response`` and ``label`` (safe/unsafe,
-    harmful/unharmful, or ``harmful`` = 1/0). Raises DataError naming the file and row.
-    """
-    from safepref.sources.tables import iter_rows
-
-    text, _, limit_text = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
-    limit = int(limit_text) if limit_text else None
-    if text in LABEL_SOURCES:
-        files = [paths.data_file(f) for f in LABEL_SOURCES[text]]
-    elif "/" in text or "." in Path(text).name:
-        files = [Path(text)]
-    else:
-        raise DataError(f"unknown labelled source '{text}'; known: {', '.join(LABEL_SOURCES)}, or a file path")
-    out: list[LabelledResponse] = []
-    for file in files:
-        for where, row in iter_rows(file):
-            out.append(_labelled_row(row, where, Path(file).stem))
-            if limit is not None and len(out) >= limit:
-                return out
-    if not out:
-        raise DataError(f"labelled source '{spec}' holds no rows")
-    return out
-
-
-def _labelled_row(row: dict[str, Any], where: str, source: str) -> LabelledResponse:
-    if "input" in row and "output" in row:
-        body = str(row["input"])
-        if "\n\nAI assistant:\n" not in body:
-            raise DataError(f"{where}: field 'input' lacks the '\\n\\nAI assistant:\\n' separator")
-        human, response = body.split("\n\nAI assistant:\n", 1)
-        prompt = human.removeprefix("Human user:\n").strip()
-        verdict = str(row["output"]).strip().splitlines()[-1].strip().lower()
-        if not verdict.startswith("response:"):
-            raise DataError(f"{where}: field 'output' must end with 'Response: harmful|unharmful'")
-        label = verdict.removeprefix("response:").strip()
-    else:
-        for name in ("prompt", "response"):
-            if not isinstance(row.get(name), str) or not row[name].strip():
-                raise DataError(f"{where}: missing or empty field '{name}'")
-        prompt, response = row["prompt"], row["response"]
-        if "label" in row:
-            label = str(row["label"]).strip().lower()
-        elif "harmful" in row:
-            label = "harmful" if str(row["harmful"]).strip().lower() in ("1", "true") else "unharmful"
-        else:
-            raise DataError(f"{where}: needs a 'label' (safe/unsafe) or 'harmful' (1/0) field")
-    if label not in _SAFE_WORDS:
-        raise DataError(f"{where}: label {label!r} is not one of safe, unsafe, harmful, unharmful")
-    if not response.strip() or not prompt.strip():
-        raise DataError(f"{where}: empty prompt or response")
-    return LabelledResponse(prompt=prompt, response=response.strip(), safe=_SAFE_WORDS[label], source=source)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -524,50 +286,6 @@ class OfflineRMConfig:
                 "test": self.test_fraction}
 
 
-@dataclass
-class _Split:
-    pairs: list[PreferencePair]
-    labelled: list[LabelledResponse]
-
-
-def _split_data(config: OfflineRMConfig, report: dict[str, Any]) -> dict[str, _Split]:
-    """Load every source, drop excluded prompts, split by prompt; counts go into ``report``."""
-    from safepref.sources import SOURCES, load_pairs, load_prompts, parse_spec, split_of
-
-    excluded: set[str] = set()
-    for spec in config.exclude:
-        parsed = parse_spec(spec)
-        if parsed.name is not None and SOURCES[parsed.name].kind == "prompts":
-            excluded.update(p.prompt_id for p in load_prompts(spec)[0])
-        else:
-            for pair in load_pairs(spec)[0]:
-                excluded.update(user_turn_ids(pair))
-    splits = {name: _Split([], []) for name in SPLITS_DEV_TEST}
-    counts: dict[str, Counter] = {}
-    for spec in config.pairs:
-        pairs, _ = load_pairs(spec)
-        counter = counts.setdefault(f"pairs:{spec}", Counter())
-        for pair in pairs[:config.limit]:
-            if user_turn_ids(pair) & excluded:
-                counter["excluded_eval_prompt"] += 1
-                continue
-            split = split_of(pair.prompt_id, config.fractions, config.seed)
-            counter[split] += 1
-            splits[split].pairs.append(pair)
-    for spec in config.labels:
-        counter = counts.setdefault(f"labels:{spec}", Counter())
-        for item in load_labelled(spec)[:config.limit]:
-            if item.prompt_id in excluded:
-                counter["excluded_eval_prompt"] += 1
-                continue
-            split = split_of(item.prompt_id, config.fractions, config.seed)
-            counter[split] += 1
-            splits[split].labelled.append(item)
-    report["data"] = {k: dict(v) for k, v in counts.items()}
-    report["excluded_prompt_ids"] = len(excluded)
-    return splits
-
-
 def _pair_features(pairs: list[PreferencePair], embed: Embedder, config: OfflineRMConfig) -> tuple[np.ndarray, ...]:
     prompts = [conversation_text(p.prompt) for p in pairs]
     both = featurize(config.features, prompts + prompts, [p.chosen_text for p in pairs] +
@@ -590,7 +308,8 @@ def train_offline_rm(config: OfflineRMConfig, embedder: Embedder | None = None, 
 
     started = time.perf_counter()
     report: dict[str, Any] = {"config": asdict(config)}
-    splits = _split_data(config, report)
+    splits = split_sources(config.pairs, config.labels, config.exclude, config.fractions, config.seed,
+                           config.limit, report)
     train = splits["train"]
     if not train.pairs and not train.labelled:
         raise DataError("no training data left after the split and exclusions (check --limit and the sources)")
@@ -642,12 +361,10 @@ def train_offline_rm(config: OfflineRMConfig, embedder: Embedder | None = None, 
         "best_epoch": best[1], "history": history,
         "split": {"fractions": config.fractions, "seed": config.seed, "by": "prompt_id (safepref.sources.split_of)"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command or " ".join(sys.argv),
+        "command": command_line(command or sys.argv),
         "versions": {p: _version(p) for p in ("safepref", "torch", "sentence-transformers", "scikit-learn")},
     }
-    seen = {i for split in ("train", "dev") for p in splits[split].pairs for i in user_turn_ids(p)}
-    seen |= {i.prompt_id for split in ("train", "dev") for i in splits[split].labelled}
-    model = OfflineRewardModel(f"offline:{config.name}", meta, head, mean, std, embed, seen)
+    model = OfflineRewardModel(f"offline:{config.name}", meta, head, mean, std, embed, seen_prompt_ids(splits))
 
     # Metrics on dev and on the held-out test split; each prompt is one cluster for the bootstrap CI.
     tick = time.perf_counter()
