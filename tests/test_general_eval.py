@@ -46,14 +46,25 @@ def test_parse_tasks_expands_presets_and_drops_duplicates():
         parse_tasks(" , ")
 
 
+def _accuracy_from_samples(rows: list[dict]) -> tuple[float, float]:
+    """(accuracy, its standard error) worked out from logged samples: the choice with the highest
+    log-likelihood against the target; stderr = sqrt(p (1 - p) / (n - 1)), lm-eval's sample-std formula."""
+    hits = [max(range(len(r["filtered_resps"])), key=lambda i: r["filtered_resps"][i][0]) == int(r["target"])
+            for r in rows]
+    p, n = sum(hits) / len(hits), len(hits)
+    return p, (p * (1 - p) / (n - 1)) ** 0.5
+
+
 def test_local_task_runs_through_lm_eval(tiny_model_dir, tmp_path):
     out = tmp_path / "general"
-    flat = evaluate_general(str(tiny_model_dir), "safepref_basic_mc", device="cpu", batch_size=8, out_dir=out)
+    flat = evaluate_general(str(tiny_model_dir), "safepref_basic_mc", device="cpu", batch_size=8, out_dir=out,
+                            log_samples=True)
 
     metrics = flat["safepref_basic_mc"]
-    for name in ("acc", "acc_norm"):
-        assert 0.0 <= metrics[name] <= 1.0
-        assert metrics[f"{name}_stderr"] >= 0.0
+    rows = _lines(out / "samples" / "safepref_basic_mc.jsonl")
+    acc, stderr = _accuracy_from_samples(rows)
+    assert metrics["acc"] == pytest.approx(acc) and metrics["acc_stderr"] == pytest.approx(stderr)
+    assert metrics["acc_norm"] == pytest.approx(sum(r["acc_norm"] for r in rows) / len(rows))
     summary = json.loads((out / "results.json").read_text())
     assert summary["results"] == flat
     size = len(_lines(LOCAL_TASKS_DIR / "safepref_basic_mc.jsonl"))
@@ -76,13 +87,15 @@ def test_cli_user_task_with_relative_data_files_and_limit(tiny_model_dir, tmp_pa
     add_general_arguments(parser)
     args = parser.parse_args(["--model", str(tiny_model_dir), "--tasks", "my_parity", "--include-path",
                               str(tasks), "--limit", "3", "--device", "cpu", "--batch-size", "4",
-                              "--out", str(tmp_path / "out")])
+                              "--out", str(tmp_path / "out"), "--log-samples"])
     assert run_general(args) == 0
 
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["n_samples"]["my_parity"] == {"original": 10, "effective": 3}
     assert summary["versions"]["my_parity"] == 2.0
-    assert 0.0 <= summary["results"]["my_parity"]["acc"] <= 1.0
+    rows = _lines(tmp_path / "out" / "samples" / "my_parity.jsonl")
+    assert [r["doc"]["q"] for r in rows] == ["Is 0 even?", "Is 1 even?", "Is 2 even?"]  # the first 3 items
+    assert summary["results"]["my_parity"]["acc"] == pytest.approx(_accuracy_from_samples(rows)[0])
     assert "my_parity" in capsys.readouterr().out
 
 
@@ -139,8 +152,9 @@ def test_bad_task_inputs_get_clear_errors(tiny_model_dir, tmp_path):
 
 def test_saferlhf_preference_task_reads_safepref_data(data_root, tiny_model_dir, tmp_path):
     flat = evaluate_general(str(tiny_model_dir), "safepref_saferlhf_pref", limit=6, device="cpu",
-                            out_dir=tmp_path)
-    assert 0.0 <= flat["safepref_saferlhf_pref"]["acc"] <= 1.0
+                            out_dir=tmp_path, log_samples=True)
+    samples = _lines(tmp_path / "samples" / "safepref_saferlhf_pref.jsonl")
+    assert flat["safepref_saferlhf_pref"]["acc"] == pytest.approx(_accuracy_from_samples(samples)[0])
     rows = _lines(data_root / "saferlhf" / "paper_test.jsonl")
     usable = sum(1 for r in rows if r["chosen"][-1]["content"].strip()
                  and r["chosen"][-1]["content"].strip() != r["rejected"][-1]["content"].strip())

@@ -342,7 +342,9 @@ def test_build_all_rm_pools_self_with_sources(files, tmp_path):
                   "--tokenizer", "none", "--out", str(out)) == 0
     sheet = json.loads((out / "datasheet.json").read_text())
     assert sheet["rows"] == 2 and sheet["drops"] == {"too_few_sources": 1}
-    assert set(sheet["roles"]["chosen"]) | set(sheet["roles"]["rejected"]) <= {"chosen", "self"}
+    # By hand (rm=length): on the 2 prompts both sources answer, the strong answer (40 characters) beats every
+    # sample and a 12-character "Sure thing k" sample is the worst; the third prompt has the target alone.
+    assert sheet["roles"] == {"chosen": {"chosen": 2}, "rejected": {"self": 2}}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -400,7 +402,9 @@ def test_build_original_limit_on_offline_pairs(data_root, tmp_path):
     assert _build("original", "--human", "pku-realign", "--limit-prompts", "5", "--max-per-prompt", "2",
                   "--tokenizer", "none", "--out", str(out)) == 0
     sheet = json.loads((out / "datasheet.json").read_text())
-    assert sheet["prompts"] == 5 and sheet["max_pairs_per_prompt"] <= 2
+    # The 5 smallest prompt_ids hold 4, 3, 2, 8 and 4 pairs (21): 2 are repeats, 9 exceed the cap of 2.
+    assert (sheet["prompts"], sheet["rows"], sheet["max_pairs_per_prompt"]) == (5, 10, 2)
+    assert sheet["drops"] == {"duplicate_pair": 2, "over_per_prompt_cap": 9}
     assert sheet["sources"]["chosen"] == {"pku-realign": sheet["rows"]}
 
 

@@ -582,3 +582,41 @@ def test_the_rm_swap_variants_run_through_safepref_run(tmp_path, monkeypatch):
     with pytest.raises(SafeprefError, match="condition 'gpt4o-self-rm' needs GPT-4o answers"):
         pipeline.load_experiment(str(root / "configs/quickstart.yaml"),
                                  ["conditions=[gpt4o-self-rm]", "roles.gpt4o=null"])
+
+
+def test_the_alpaca_template_is_the_studys_text():
+    from safepref.models import ALPACA_TEMPLATE, format_prompt
+
+    expected = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                "the request.\n\n### Instruction:\nWrite a poem.\n\n### Response:\n")
+    assert ALPACA_TEMPLATE.format(instruction="Write a poem.") == expected
+    assert format_prompt(None, "Write a poem.", "alpaca") == expected
+    assert format_prompt(None, [{"role": "user", "content": "Write a poem."}], "alpaca") == expected
+
+
+def test_each_condition_builds_on_the_generation_the_study_used(tmp_path, monkeypatch):
+    """Self sides: greedy for HC/GPT4o/Stronger+Self (and the RM swaps), 5 samples for Self+RM and All+RM."""
+    from safepref import pipeline
+    from safepref.graph import StageContext
+
+    root = Path(__file__).resolve().parents[1]
+    exp = pipeline.load_experiment(str(root / "configs/quickstart.yaml"),
+                                   [f"conditions=[{', '.join(pipeline.CONDITION_ORDER + pipeline.EXTRA_CONDITIONS)}]"])
+    stages = {s.name: s for s in pipeline.build_stages(exp, tmp_path)}
+    assert stages["generate/self-greedy"].config["preset"] == "paper-greedy"
+    assert stages["generate/self-sample"].config["preset"] == "paper-sample"
+    calls = []
+    monkeypatch.setattr(pipeline, "_call", calls.append)
+    received = {}
+    for condition in [c for c in exp.conditions if c != "sft"]:
+        stage = stages[f"build/{condition}"]
+        calls.clear()
+        stage.run(StageContext(tmp_path / "b", {n: tmp_path / n.replace("/", "-") for n in stage.deps},
+                               stage.config))
+        argv = calls[0]
+        received[condition] = {flag: Path(argv[argv.index(flag) + 1]).parent.name
+                               for flag in ("--target-greedy", "--target-samples") if flag in argv}
+    greedy, sample = {"--target-greedy": "generate-self-greedy"}, {"--target-samples": "generate-self-sample"}
+    assert received == {"hc-self": greedy, "gpt4o-self": greedy, "stronger-self": greedy, "peer-rm": {},
+                        "all-rm": sample, "original": {}, "self-rm": sample,
+                        "gpt4o-self-rm": greedy, "stronger-self-rm": greedy}

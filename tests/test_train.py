@@ -70,12 +70,16 @@ def test_defaults_follow_the_study():
     assert DPOTrainConfig(learning_rate=1e-5).resolved_learning_rate == 1e-5
 
 
+# (finetune, beta, learning rate, max_length) as each shipped file sets them.
+SHIPPED_TRAIN = {"dpo-paper.yaml": ("full", 0.1, 5e-7, 1024), "dpo-paper-lora.yaml": ("lora", 0.1, 5e-6, 1024),
+                 "dpo-smollm2-full.yaml": ("full", 0.1, 5e-6, 512), "dpo-smollm2-lora.yaml": ("lora", 0.1, 5e-5, 512)}
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_train_configs_load(path):
     config = load_train_config(path)
-    assert config.beta > 0
-    if "paper" in path.name:  # the study's rates
-        assert config.resolved_learning_rate == {"full": 5e-7, "lora": 5e-6}[config.finetune]
+    assert (config.finetune, config.beta, config.resolved_learning_rate, config.max_length) == \
+        SHIPPED_TRAIN[path.name]
 
 
 @pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero3", "DEEPSPEED")])
@@ -264,6 +268,12 @@ def test_cli_lora_run_writes_checkpoint_metrics_summary_plot(tmp_path, pairs_fil
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert {"rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "length/gap"} <= set(rows[0])
+    # The logged values are DPO's own: margin = chosen - rejected reward, accuracy a share of 2 pairs.
+    for row in rows:
+        assert row["rewards/margins"] == pytest.approx(row["rewards/chosen"] - row["rewards/rejected"], abs=1e-4)
+        assert row["rewards/accuracies"] in (0.0, 0.5, 1.0)
+    # The monitor's data lengths are the 12 trained pairs' (2 longer than max_length were dropped).
+    assert monitor["data_lengths"]["pairs"] == 12
     assert (out / "monitor.png").read_bytes()[:4] == b"\x89PNG"
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("safepref train --pairs") and run["versions"]["trl"]
@@ -346,3 +356,10 @@ def test_embedded_model_lora_smoke(tmp_path, data_root):
                                 "monitor.probe_pairs=4"])
     summary = train_dpo("pku-realign:16", "smollm2-135m-instruct", config, tmp_path / "out")
     assert summary["training"]["steps"] == 2 and (tmp_path / "out" / "model.safetensors").exists()
+    # 16 rows read; every pair trained or counted as dropped; two steps of 2 pairs moved the merged weights.
+    pairs = summary["pairs"]
+    assert pairs["read"] == 16 and pairs["trained"] + sum(pairs["dropped"].values()) == 16
+    assert summary["checkpoint"]["format"] == "lora-merged"
+    from safepref.models import resolve_model
+
+    assert _changed(_weights(Path(resolve_model("smollm2-135m-instruct"))), _weights(tmp_path / "out"))
