@@ -72,7 +72,11 @@ def test_card_with_evaluation_from_the_command_line(tmp_path, capsys, monkeypatc
     evaluation = _eval(tmp_path / "eval")
     assert main(["export", str(folder), "--eval", str(evaluation)]) == 0
     assert "README.md" in capsys.readouterr().out
-    _, body = _split((folder / "README.md").read_text())
+    meta, body = _split((folder / "README.md").read_text())
+    assert meta["model-index"] == [{"name": "model", "results": [{
+        "task": {"type": "text-generation", "name": "jailbreak"}, "dataset": {"name": "advbench:4", "type": "advbench"},
+        "metrics": [{"type": "attack_success_rate", "name": "ASR (keyword judge)", "value": 0.75},
+                    {"type": "attack_success_rate", "name": "ASR (classifier judge)", "value": 0.25}]}]}]
     # Wilson 95% intervals: 3 of 4 -> [0.30, 0.95], 1 of 4 -> [0.05, 0.70]
     assert ("| keyword | 0.75 | [0.30, 0.95] | 4 | 0.75 | n 1540, accuracy 0.710 [0.687, 0.733], kappa 0.287 "
             "(gptfuzz-evaluate) |") in body  # the shipped judge's held-out agreement

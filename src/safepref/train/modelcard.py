@@ -127,6 +127,16 @@ def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def model_index(name: str, jailbreak: dict[str, Any]) -> list[dict[str, Any]]:
+    """The hub's structured evaluation results: one ASR metric per judge on the jailbreak prompt set."""
+    metrics = [{"type": "attack_success_rate", "name": f"ASR ({judge} judge)", "value": info["asr"]}
+               for judge, info in (jailbreak.get("judges") or {}).items() if isinstance(info.get("asr"), int | float)]
+    prompts = str(jailbreak.get("prompts") or "jailbreak prompts")
+    return [{"name": name, "results": [{"task": {"type": "text-generation", "name": "jailbreak"},
+                                         "dataset": {"name": prompts, "type": prompts.split(":")[0]},
+                                         "metrics": metrics}]}]
+
+
 def model_card(model_dir: Path, evaluation: dict[str, Any] | None = None,
                datasheet: dict[str, Any] | None = None) -> str:
     """The card's text from the folder's run.json / summary.json (and the datasheet, found or given)."""
@@ -147,6 +157,8 @@ def model_card(model_dir: Path, evaluation: dict[str, Any] | None = None,
         meta["base_model"] = hub_id
     meta.update({"license": license_id, "library_name": "transformers",
                  "tags": ["safepref", "dpo", "trl", "safety"] + ([condition] if condition else [])})
+    if (evaluation or {}).get("jailbreak"):
+        meta["model-index"] = model_index(model_dir.name, evaluation["jailbreak"])
     lines = ["---\n" + yaml.safe_dump(meta, sort_keys=False).rstrip() + "\n---", "",
              f"# {spec} aligned with DPO" + (f" on {condition}" if condition else ""), "",
              f"Trained with safepref {(run.get('versions') or {}).get('safepref', '')} through TRL "
