@@ -620,3 +620,47 @@ def test_each_condition_builds_on_the_generation_the_study_used(tmp_path, monkey
     assert received == {"hc-self": greedy, "gpt4o-self": greedy, "stronger-self": greedy, "peer-rm": {},
                         "all-rm": sample, "original": {}, "self-rm": sample,
                         "gpt4o-self-rm": greedy, "stronger-self-rm": greedy}
+
+
+# ---------------------------------------------------------------------- corrupt bookkeeping files
+
+
+def test_a_corrupt_stage_marker_reruns_its_stage(tmp_path):
+    from safepref.graph import Stage, execute
+
+    runs = []
+
+    def work(ctx):
+        runs.append(ctx.out_dir.name)
+        return {"value": 1}
+
+    stages = [Stage("one", work, {"x": 1})]
+    execute(stages, tmp_path, log=lambda _: None)
+    marker = next(tmp_path.rglob("stage.json"))
+    marker.write_text('{"truncated": ')
+    messages = []
+    results = execute(stages, tmp_path, log=messages.append)
+    assert len(runs) == 2 and results["one"]["summary"] == {"value": 1}
+    assert any("stage.json:1: not valid JSON" in m and "running it again" in m for m in messages)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("index.json", "[]", "index.json: expected a JSON object, got list"),
+    ("index.json", "{", "index.json:1: not valid JSON"),
+])
+def test_report_on_corrupt_run_files_gives_one_line(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_text(content)
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_train_on_a_folder_with_a_corrupt_run_json_gives_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text('{"hash": ')
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text(json.dumps({"prompt": "p", "chosen": "a good answer", "rejected": "a bad one"}) + "\n")
+    assert main(["train", "--pairs", str(pairs), "--model", "no/such-model", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run.json:1: not valid JSON" in err

@@ -9,7 +9,6 @@ like generation, pick up their own partial work there).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from safepref.config import config_hash
-from safepref.errors import ConfigError, did_you_mean
-from safepref.records import write_json
+from safepref.errors import ConfigError, DataError, did_you_mean
+from safepref.records import read_json, write_json
 
 
 @dataclass
@@ -112,9 +111,13 @@ def execute(stages: list[Stage], run_dir: Path, log: Callable[[str], None] = pri
         folder = folders[stage.name]
         prefix = f"[{number}/{len(ordered)}] {stage.name}"
         if is_done(folder):
-            results[stage.name] = json.loads((folder / "stage.json").read_text())
-            log(f"{prefix}: cached ({folder.name})")
-            continue
+            try:
+                results[stage.name] = read_json(folder / "stage.json")
+                log(f"{prefix}: cached ({folder.name})")
+                continue
+            except DataError as exc:  # the stage's own marker is broken: run the stage again
+                log(f"{prefix}: {exc}; running it again")
+                (folder / "stage.json").unlink()
         log(f"{prefix}: running{' - ' + stage.description if stage.description else ''}")
         folder.mkdir(parents=True, exist_ok=True)
         started = time.time()

@@ -253,6 +253,29 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
     return count
 
 
+def read_json(path: str | Path, kind: type = dict, missing_ok: bool = False) -> Any:
+    """A JSON document (as ``write_json`` writes them) that must hold a ``kind``; None when ``missing_ok`` and
+    the file does not exist. Raises DataError naming the file for anything unreadable (corrupt, truncated,
+    nested too deep, not UTF-8, a list where a mapping belongs)."""
+    path = Path(path)
+    if not path.exists():
+        if missing_ok:
+            return None
+        raise DataError(f"file not found: {path}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); delete or restore the file") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, kind):
+        raise DataError(f"{path}: expected a JSON {'object' if kind is dict else kind.__name__}, "
+                        f"got {type(data).__name__}")
+    return data
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write one JSON document atomically."""
     with _atomic_writer(path) as handle:

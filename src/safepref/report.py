@@ -46,11 +46,13 @@ KIND_LABEL = figs.KIND_LABEL
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    from safepref.records import read_json
+
+    return read_json(path, missing_ok=True)  # a corrupt file: DataError naming it
 
 
 def _stage_dirs(run_dir: Path) -> dict[str, Path]:
-    index = _json(run_dir / "index.json")
+    index = _json(run_dir / "index.json")  # DataError (one line) when it is not a JSON object
     if index is None:
         from safepref.errors import SafeprefError
 

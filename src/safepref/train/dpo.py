@@ -44,7 +44,7 @@ import yaml
 from safepref import config as cfg
 from safepref.config import field, require
 from safepref.errors import ConfigError, DataError, ModelError, SafeprefError
-from safepref.records import PreferencePair, write_json, write_text
+from safepref.records import PreferencePair, read_json, write_json, write_text
 from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def _decide(out: Path, identity: dict[str, Any], run_hash: str, overwrite: bool,
         raise SafeprefError(f"{out} is not empty and holds no safepref training run; choose another --out")
     if overwrite:
         return "overwrite"
-    previous = json.loads(run_file.read_text())
+    previous = read_json(run_file)
     if previous.get("hash") != run_hash:
         changes = _differences(previous.get("identity", {}), identity)
         shown = "; ".join(changes[:6]) + (" ..." if len(changes) > 6 else "")
@@ -304,7 +304,7 @@ def _decide(out: Path, identity: dict[str, Any], run_hash: str, overwrite: bool,
             f"{out} holds a different training run (hash {previous.get('hash')} != {run_hash}; {shown}); "
             "--resume only continues the same run: choose another --out or pass --overwrite")
     summary = out / "summary.json"
-    if summary.exists() and json.loads(summary.read_text()).get("status") == "complete":
+    if summary.exists() and read_json(summary).get("status") == "complete":
         return "done"
     if resume:
         return "resume"
@@ -674,7 +674,7 @@ def train_dpo(pairs: Any, model_spec: str, config: DPOTrainConfig, out_dir: str 
     inputs = check_inputs(pairs, model_spec, config, out, overwrite, resume)
     if inputs.action == "done":
         log.info("%s already holds this finished run; returning its summary", out)
-        return json.loads((out / "summary.json").read_text())
+        return read_json(out / "summary.json")
 
     location = models.resolve_model(model_spec)  # converts the embedded model once; no weights loaded
     tokenizer = models.load_tokenizer(model_spec, padding_side="right",
