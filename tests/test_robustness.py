@@ -664,3 +664,14 @@ def test_train_on_a_folder_with_a_corrupt_run_json_gives_one_line(tmp_path, caps
     assert main(["train", "--pairs", str(pairs), "--model", "no/such-model", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "run.json:1: not valid JSON" in err
+
+
+def test_a_corrupt_generation_config_is_named_and_overwrite_restarts_only_that_run(tmp_path):
+    _six_prompt_run(tmp_path)
+    (tmp_path / "config.json").write_text('{"hash": "abc", "gen')
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SafeprefError, match=r"config.json is not a readable generation config.*--overwrite"):
+        run_generation(_prompts(6), EchoBackend(), CONFIG, tmp_path, progress=False)
+    backend = EchoBackend()
+    summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, overwrite=True, progress=False)
+    assert len(backend.asked) == 6 and summary["responses"] == 6 and (tmp_path / "notes.txt").exists()

@@ -45,8 +45,11 @@ def _read_marker(config_file: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
+        data = None
     if not isinstance(data, dict):
+        # A broken config.json beside our own done-markers is a run of ours whose settings are unknown.
+        if config_file.exists() and any((config_file.parent / "shards").glob("shard-*.done.json")):
+            return {"hash": None, "corrupt": True}
         return None
     # Runs written before the marker field existed are recognised by their keys.
     if data.get("written_by") == MARKER or {"hash", "generation", "backend", "num_prompts"} <= set(data):
@@ -75,6 +78,10 @@ def prepare(out: Path, run_hash: str, overwrite: bool) -> None:
     previous = _read_marker(out / "config.json")
     if previous is None or previous.get("hash") == run_hash:
         return
+    if not overwrite and previous.get("corrupt"):
+        raise SafeprefError(f"{out / 'config.json'} is not a readable generation config, so it is unknown which "
+                            "settings made the shards beside it: pass --overwrite to start this run again "
+                            "(deletes only the run's own files)")
     if not overwrite:
         raise SafeprefError(
             f"{out} holds a generation run with other settings, model or prompts (hash {previous.get('hash')} "
