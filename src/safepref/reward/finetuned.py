@@ -47,7 +47,7 @@ MINILM_BACKBONE = "all-MiniLM-L6-v2"
 PRESETS: dict[str, dict[str, Any]] = {
     "smollm2": {"name": "safety-smollm2", "backbone": "smollm2-135m-instruct"},
     "minilm-cpu": {"name": "safety-minilm-ft", "backbone": MINILM_BACKBONE, "limit": 600, "max_length": 256,
-                   "batch_size": 16, "lr": 5e-5, "epochs": 1.0, "eval_every": 0.5},
+                   "batch_size": 16, "lr": 2e-4, "epochs": 2.0, "eval_every": 0.5},
 }
 
 
