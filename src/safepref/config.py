@@ -231,6 +231,23 @@ def require(condition: bool, field_name: str, message: str) -> None:
         raise ConfigError(f"config field '{field_name}': {message}")
 
 
+def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    """ConfigError naming ``where.key`` for a key of ``data`` (``a.b`` dotted or nested) that is no field of
+    dataclass ``cls``; nested dataclass fields are checked the same way. Values are left to ``from_dict``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config field '{where}' must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        head, _, rest = str(key).partition(".")
+        if head not in fields:
+            hint = did_you_mean(head, list(fields), parenthetical=True)
+            raise ConfigError(f"unknown config field '{where}.{head}'{hint}; known: {', '.join(sorted(fields))}")
+        inner = next((t for t in (hints[head], *typing.get_args(hints[head])) if dataclasses.is_dataclass(t)), None)
+        if inner is not None and (rest or isinstance(value, dict)):
+            check_keys(inner, {rest: value} if rest else value, f"{where}.{head}")
+
+
 def help_text(cls: type) -> str:
     """One line per field: name, default and help; used by ``--help`` epilogs."""
     lines = []

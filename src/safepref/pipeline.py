@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from safepref import config as cfg
+from safepref import experiment_checks as checks
 from safepref.config import field, require
 from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.graph import Stage, StageContext, execute, plan
@@ -71,6 +72,7 @@ class PromptsSection:
         require(self.limit is None or self.limit >= 2, "prompts.limit", "must be at least 2")
         require(self.selection in ("hash", "rows"), "prompts.selection",
                 f"must be hash or rows, got {self.selection!r}")
+        checks.check_source("prompts.source", self.source)
 
 
 @dataclass
@@ -106,11 +108,20 @@ class GenerationSection:
     sample: dict[str, Any] = field(default_factory=dict, help="overrides of the paper-sample preset")
     backend: str | None = field(None, help="hf or fast (default: fast on a GPU, hf otherwise)")
 
+    def __post_init__(self) -> None:
+        checks.check_generation("generation.greedy", "paper-greedy", self.greedy)
+        checks.check_generation("generation.sample", "paper-sample", self.sample)
+        if self.backend is not None:
+            checks.check_backend("generation.backend", self.backend)
+
 
 @dataclass
 class TrainSection:
     config: str | None = field("configs/train/dpo-smollm2-lora.yaml", help="DPO config YAML")
     set: dict[str, Any] = field(default_factory=dict, help="overrides of that config")
+
+    def __post_init__(self) -> None:
+        checks.check_train(self.config, self.set)
 
 
 @dataclass
@@ -126,6 +137,11 @@ class JailbreakSection:
         require(len(set(folders)) == len(folders), "evaluate.jailbreak.sets",
                 "two prompt sets share a name (" + ", ".join(sorted({f for f in folders if folders.count(f) > 1}))
                 + "): give each set once")
+        for i, spec in enumerate([self.prompts, *self.sets]):
+            checks.check_source("evaluate.jailbreak." + ("prompts" if i == 0 else f"sets[{i - 1}]"), spec)
+        for i, judge in enumerate(self.judges):
+            checks.check_judge(f"evaluate.jailbreak.judges[{i}]", judge)
+        checks.check_generation("evaluate.jailbreak.set", "paper-eval", self.set)
     set: dict[str, Any] = field(default_factory=dict, help="overrides of the paper-eval generation preset")
 
 
@@ -134,6 +150,11 @@ class RefusalSection:
     safe: str = field("xstest-safe", help="prompts a safe model must still answer")
     unsafe: str = field("xstest-unsafe", help="prompts it should refuse (compliance rate)")
     set: dict[str, Any] = field(default_factory=dict, help="generation overrides")
+
+    def __post_init__(self) -> None:
+        checks.check_source("evaluate.refusal.safe", self.safe)
+        checks.check_source("evaluate.refusal.unsafe", self.unsafe)
+        checks.check_generation("evaluate.refusal.set", "paper-eval", self.set)
 
 
 @dataclass
@@ -156,6 +177,10 @@ class AuditSection:
                                                                 "tfidf"], help="probe representations")
     folds: int = field(5, help="cross-validation folds (grouped by prompt)")
     bootstrap: int = field(1000, help="bootstrap resamples for CIs")
+
+    def __post_init__(self) -> None:
+        for i, spec in enumerate(self.representations):
+            checks.check_representation(f"audit.representations[{i}]", spec)
 
 
 @dataclass
@@ -220,7 +245,7 @@ class ExperimentConfig:
         for condition in self.conditions:
             if condition in needs and not needs[condition][0]:
                 raise ConfigError(f"condition '{condition}' needs {needs[condition][1]}")
-
+        checks.check_specs(self)
 
     def run_seeds(self) -> list[int]:
         """The seeds the run trains with: ``seeds``, or ``[seed]``."""
@@ -387,7 +412,7 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": base_seed}
         stages.append(Stage(rm_stage, _command_stage(lambda ctx, s=settings: [[
             "rm", "train", "--name", s["name"], "--out", str(ctx.out_dir), "--overwrite", "--seed", str(s["seed"]),
-            *[x for k, v in sorted(s["options"].items()) for x in (f"--{k.replace('_', '-')}", str(v))]]]),
+            *checks.rm_train_options(s["options"])]]),
             settings, [], description="train the offline safety reward model"))
     for condition in trained:
         stages.append(_build_stage(exp, condition, answer_spec, device, rm_stage))

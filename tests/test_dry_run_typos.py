@@ -1,0 +1,71 @@
+"""`safepref run --dry-run` rejects a typo anywhere in an experiment YAML before any work, naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safepref.cli import main
+from safepref.config import deep_merge
+from safepref.experiment_checks import rm_train_options
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+
+# (what the test changes in configs/quickstart.yaml, the key the error must name, a word of the message)
+TYPOS = [
+    ({"train": {"set": {"betta": 0.1}}}, "train.set.betta", "did you mean 'beta'"),
+    ({"train": {"set": {"lora.rr": 8}}}, "train.set.lora.rr", "did you mean 'r'"),
+    ({"train": {"set": {"beta": -1}}}, "train.set", "beta"),
+    ({"train": {"config": "configs/train/nope.yaml"}}, "train.config", "file not found"),
+    ({"generation": {"sample": {"temprature": 0.5}}}, "generation.sample.temprature", "temperature"),
+    ({"generation": {"greedy": {"max_new_token": 5}}}, "generation.greedy.max_new_token", "max_new_tokens"),
+    ({"generation": {"greedy": {"top_p": 2}}}, "generation.greedy", "top_p"),
+    ({"generation": {"backend": "vlm"}}, "generation.backend", "unknown generation backend"),
+    ({"answers": {"peer": {"model": "org/m", "preset": "paper-greedyy"}}}, "answers.peer.preset",
+     "did you mean 'paper-greedy'"),
+    ({"answers": {"peer": {"model": "org/m", "set": {"temprature": 1}}}}, "answers.peer.set.temprature",
+     "temperature"),
+    ({"answers": {"gpt4o": {"source": "gpt4oo"}}}, "answers.gpt4o.source", "unknown source"),
+    ({"answers": {"gpt4o": {"source": "missing/answers.jsonl"}}}, "answers.gpt4o.source", "file not found"),
+    ({"reward_training": {"limt": 300}}, "reward_training.limt", "did you mean 'limit'"),
+    ({"reward_training": {"kind": "finetuned", "dropout": 0.1}}, "reward_training.dropout", "kind finetuned"),
+    ({"target": "smollm2-135m-instruc"}, "target", "unknown model"),
+    ({"target": "random:llama-9"}, "target", "unknown random architecture"),
+    ({"prompts": {"source": "pku-realing"}}, "prompts.source", "unknown source"),
+    ({"human": "pku-realing"}, "human", "unknown source"),
+    ({"reward_model": "ofline:safety-minilm"}, "reward_model", "did you mean 'offline:…'"),
+    ({"evaluate": {"jailbreak": {"judges": ["safety", "kyword"]}}}, "evaluate.jailbreak.judges[1]",
+     "did you mean 'keyword'"),
+    ({"evaluate": {"jailbreak": {"sets": ["harmbnch"]}}}, "evaluate.jailbreak.sets[0]", "unknown source"),
+    ({"evaluate": {"jailbreak": {"set": {"max_new_tokns": 8}}}}, "evaluate.jailbreak.set.max_new_tokns",
+     "max_new_tokens"),
+    ({"evaluate": {"refusal": {"unsafe": "xstest-unsafee:12"}}}, "evaluate.refusal.unsafe", "unknown source"),
+    ({"audit": {"representations": ["hidden:auto", "lenght"]}}, "audit.representations[1]",
+     "did you mean 'length'"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "words"), TYPOS, ids=[t[1] for t in TYPOS])
+def test_a_typo_fails_the_dry_run_naming_its_key(change, key, words, tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(BASE, change)))
+    code = main(["run", str(path), "--dry-run", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"'{key}" in err and words.lower() in err.lower()
+    assert not (tmp_path / "run").exists()  # nothing was written: the check came before any work
+
+
+def test_the_unchanged_config_passes(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert main(["run", str(path), "--dry-run", "--out", str(tmp_path / "run")]) == 0
+
+
+def test_reward_training_fields_reach_rm_train_as_set():
+    # `rm train` options stay flags (as before); a config field without a flag goes through --set
+    assert rm_train_options({"limit": 300, "dropout": 0.2, "kind": "head"}) == [
+        "--set", "dropout=0.2", "--kind", "head", "--limit", "300"]
