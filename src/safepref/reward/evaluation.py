@@ -79,12 +79,13 @@ def evaluate_pairs(chosen: list[float], rejected: list[float],
 
 def format_table(summary: dict[str, Any]) -> str:
     """Accuracy of the RM and the baselines per subset, one line each, for the terminal."""
-    lines = [f"{'subset':<17} {'n':>5}  {'reward model':>22}  {'length':>6}  {'refusal':>7}"]
+    # The refusal baseline ties wherever both or neither answer refuses: shown with ties as half.
+    lines = [f"{'subset':<17} {'n':>5}  {'reward model':>22}  {'length':>6}  {'refusal (ties 1/2)':>18}"]
     for name in ("overall", *SUBSETS):
         rm = summary["by_refusal"].get(name)
         if rm is None:
             continue
         base = summary["baselines"]
         lines.append(f"{name:<17} {rm['n']:>5}  {rm['accuracy']:.3f} ({rm['ci_low']:.3f}-{rm['ci_high']:.3f})"
-                     f"{'':>3}  {base['length'][name]['accuracy']:.3f}  {base['refusal'][name]['accuracy']:.3f}")
+                     f"{'':>3}  {base['length'][name]['accuracy']:.3f}  {base['refusal'][name]['accuracy_ties_half']:>18.3f}")
     return "\n".join(lines)
