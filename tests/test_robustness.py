@@ -276,14 +276,22 @@ def test_broken_files_read_as_records_name_file_and_line(tmp_path):
         read_records(_write(tmp_path / "p.jsonl", pair.encode()), "pair")
 
 
-@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root reads every file")
-def test_an_unreadable_file_gives_one_line(tmp_path):
+def test_an_unreadable_file_gives_one_line(tmp_path, monkeypatch):
+    import builtins
+
     from safepref.errors import DataError
     from safepref.sources import load_prompts
 
     path = tmp_path / "secret.jsonl"
     path.write_text('{"prompt": "x"}\n')
-    path.chmod(0)
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):  # as chmod 000 does for anyone but root
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
     with pytest.raises(DataError, match=r"secret.jsonl: cannot read \(Permission denied\)"):
         load_prompts(str(path))
 
@@ -365,11 +373,14 @@ def test_an_existing_file_as_out_is_refused_before_any_work(tmp_path, capsys, ar
     assert target.read_text() == "keep me"
 
 
-@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes everywhere")
-def test_an_out_inside_a_read_only_folder_is_refused(tmp_path, capsys):
+def test_an_out_inside_a_read_only_folder_is_refused(tmp_path, capsys, monkeypatch):
+    import os
+
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    real_access = os.access  # root may write anywhere: answer as the permission bits do for anyone else
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
     code = main(["build", "original", "--human", "pku-realign", "--limit-prompts", "2",
                  "--out", str(locked / "set")])
     assert code == 1 and f"{locked} is not writable" in capsys.readouterr().err
