@@ -76,7 +76,7 @@ def test_plan_of_the_llama_2_paper_config():
     assert rep == "self-rm"
     assert names[:8] == ["prompts", "generate/self-greedy", "generate/self-sample", "build/self-rm",
                          "train@as configured/self-rm", "train@full, precomputed reference/self-rm",
-                         "train@LoRA (dpo-paper-lora.yaml)/self-rm", "eval/sft"]
+                         "train@LoRA (dpo-paper-lora.yaml, adapter unmerged)/self-rm", "generate/gpt4o"]
     assert not any(n.startswith("train/") for n in names) and names[-1] == "audit"
     with pytest.raises(ConfigError, match="no random twin is known for target 'my/model'"):
         rehearsal_plan(load_experiment(ROOT / "configs" / "paper" / "llama-2-7b.yaml", ["target=my/model"]), 16)
@@ -129,8 +129,8 @@ def test_rehearsal_of_a_tiny_paper_like_config(tiny_model_dir, data_root, tmp_pa
     measured = report["measured"]
     assert {name: m["status"] for name, m in measured.items()} == {name: "ok" for name in [
         "prompts", "generate/self-greedy", "generate/self-sample", "build/self-rm", "train@as configured/self-rm",
-        "eval/sft", "eval/self-rm", "generate/gpt4o", "generate/peer-a", "generate/peer-b", "build/hc-self",
-        "build/gpt4o-self", "build/peer-rm", "audit"]}
+        "generate/gpt4o", "generate/peer-a", "generate/peer-b", "eval/sft", "build/hc-self", "build/gpt4o-self",
+        "build/peer-rm", "eval/self-rm", "audit"]}
     # 4 prompts x 2 samples x 6 forced tokens
     sample = measured["generate/self-sample"]
     assert (sample["items"], sample["samples"], sample["max_new_tokens"], sample["batch"]) == (4, 2, 6, 8)

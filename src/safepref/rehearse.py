@@ -22,7 +22,9 @@ condition only, because every condition trains and evaluates with the same code 
 differ by their number of pairs, which the estimate scales). DPO is rehearsed as configured and, for full
 fine-tuning, also with a precomputed reference and with LoRA, so an out-of-memory answer comes with the
 setting that fits. A stage that runs out of GPU memory (``torch.OutOfMemoryError``) or fails is recorded and
-the rehearsal goes on. ``SAFEPREF_REHEARSE_BUDGET_S``: start no new stage after that many seconds.
+the rehearsal goes on. ``SAFEPREF_REHEARSE_BUDGET_S``: start no new stage after that many seconds;
+``SAFEPREF_REHEARSE_STAGES``: a stage folder several rehearsals share (a stage of the same settings and inputs
+is measured once).
 
 ``rehearsal.json`` and ``rehearsal.md`` (``safepref.rehearse_estimate``) hold the measurements and the estimate
 of the full study (prompts, pairs, epochs, conditions, seeds) in GPU-hours on this GPU. A rerun reuses the
@@ -50,6 +52,7 @@ from safepref.graph import Stage, StageContext, order
 from safepref.records import write_json
 
 BUDGET_ENV = "SAFEPREF_REHEARSE_BUDGET_S"
+SHARED_ENV = "SAFEPREF_REHEARSE_STAGES"  # a stage folder shared by several rehearsals (default: <out>/)
 MEASURE_FILE = "rehearsal-stage.json"
 OFFLINE_PKU = "pku-realign"  # the offline PKU-SafeRLHF pairs: prompts and human answers of the same kind
 RM_STAND_IN = "deberta-v3-large"  # shape of the study's reward model, for a hub RM without a known twin
@@ -222,7 +225,9 @@ def _train_variants(exp: Any) -> list[tuple[str, dict[str, Any]]]:
                                                                      "precompute_ref_log_probs": True}}))
         lora = Path(exp.train.config).with_name("dpo-paper-lora.yaml") if exp.train.config else None
         if lora is not None and lora.exists():
-            variants.append((f"LoRA ({lora.name})", {"config": str(lora)}))
+            # unmerged: merging a 7B base on the CPU and saving 15 GB would cost the rehearsal a minute or two
+            variants.append((f"LoRA ({lora.name}, adapter unmerged)",
+                             {"config": str(lora), "set": {**exp.train.set, "merge_lora": False}}))
     return variants
 
 
@@ -253,11 +258,13 @@ def rehearsal_stages(exp: Any, run_dir: Path) -> tuple[list[Stage], dict[str, st
 
     def rank(stage: Stage) -> int:
         name = stage.name
+        # what the estimate needs most comes first: DPO, then the other models' answers (the study's largest
+        # generation cost), then evaluation; a budget that runs out skips the tail
         table = {"prompts": 0, "generate/self-greedy": 1, "generate/self-sample": 2, "rm/train": 3,
-                 f"build/{rep}": 4, "eval/sft": 6, f"eval/{rep}": 7, "audit": 10}
+                 f"build/{rep}": 4, "eval/sft": 7, f"eval/{rep}": 9, "audit": 10}
         if name in table:
             return table[name]
-        return 5 if name.startswith("train@") else 8 if name.startswith("generate/") else 9
+        return 5 if name.startswith("train@") else 6 if name.startswith("generate/") else 8
 
     ranked = sorted(keep + variants + evals, key=rank)  # sorted() is stable: graph order within a rank
     return ranked, keys, rep
@@ -346,6 +353,9 @@ def _run_stages(stages: list[Stage], keys: dict[str, str], rep: str | None, run_
     from safepref.graph import stage_dir
 
     started = time.time()
+    # Several rehearsals may share one stage folder: a stage with the same settings and inputs (a peer's answers
+    # in two paper configs) is measured once.
+    root = Path(os.environ.get(SHARED_ENV) or run_dir)
     done: dict[str, Path] = {}
     results: dict[str, dict[str, Any]] = {}
     for number, stage in enumerate(stages, start=1):
@@ -358,7 +368,7 @@ def _run_stages(stages: list[Stage], keys: dict[str, str], rep: str | None, run_
             continue
         key = keys[stage.name] if not stage.name.startswith("eval/") else cfg.config_hash(
             stage.name, stage.config, [str(p) for p in inputs.values()])
-        folder = stage_dir(run_dir, stage.name.replace("@", "-").replace(" ", "_").replace(",", ""), key)
+        folder = stage_dir(root, stage.name.replace("@", "-").replace(" ", "_").replace(",", ""), key)
         measured = folder / MEASURE_FILE
         if measured.exists():
             record = json.loads(measured.read_text())
@@ -371,7 +381,7 @@ def _run_stages(stages: list[Stage], keys: dict[str, str], rep: str | None, run_
             log(f"{prefix}: running - {stage.description}")
             folder.mkdir(parents=True, exist_ok=True)
             record = measure(stage, StageContext(folder, inputs, stage.config))
-            record.update(folder=str(folder.relative_to(run_dir)), config=stage.config)
+            record.update(folder=os.path.relpath(folder, run_dir), config=stage.config)
             write_json(measured, record)
             log(f"{prefix}: {record['status']} in {record['wall_s']} s"
                 + (f", peak {record['peak_gib']} GiB" if "peak_gib" in record else "")
@@ -419,7 +429,7 @@ def rehearse_experiment(path: str | Path, n: int, out: str | Path | None = None,
         log(f"  {row['what']}: {row['real']} -> {row['rehearsal']} ({row['why']})")
     started = time.time()
     results = _run_stages(stages, keys, rep, run_dir, budget_s, log)
-    _drop_weights(run_dir)
+    _drop_weights(Path(os.environ.get(SHARED_ENV) or run_dir))
     report = rehearse_estimate.estimate(exp, plan, results, rep, n)
     report.update(config_file=str(Path(path).resolve()), overrides=overrides or [], prompts=n,
                   seconds=round(time.time() - started, 1), machine=_machine(), budget_s=budget_s)

@@ -110,6 +110,9 @@ def estimate(exp: Any, plan: Any, results: dict[str, dict[str, Any]], rep: str |
              "high_gpu_hours": round(sum(r["high_s"] for r in counted) / 3600, 2),
              "stages": len(rows), "stages_estimated": len(counted),
              "not_estimated": [f"{r['stage']}: {r['note']}" for r in rows if r["low_s"] is None]}
+    if plan.full.get("general"):
+        total["not_estimated"].append(f"general capability (lm-eval tasks '{plan.full['general']}') in every "
+                                      "eval stage: not rehearsed offline")
     api = {name: {"model": model, "requests": full_prompts} for name, model in plan.api.items()}
     if plan.full.get("api_judges"):
         evals = sum(1 for r in rows if r["kind"] == "eval")
@@ -314,7 +317,8 @@ def write_markdown(report: dict[str, Any], path: str | Path) -> None:
              + f". Rehearsal time {report['seconds']} s."
              + (f" Budget {report['budget_s']:.0f} s (stages past it were skipped)." if report.get("budget_s") else ""),
              "", "## Full study estimate", "",
-             f"**{total['low_gpu_hours']}–{total['high_gpu_hours']} GPU-hours on this GPU** for "
+             f"**{total['low_gpu_hours']}–{total['high_gpu_hours']} "
+             + ("GPU-hours on this GPU" if machine.get("gpu") else "hours on this CPU") + "** for "
              f"{total['stages_estimated']} of {total['stages']} stages "
              f"({report['full']['prompts']} prompts, {report['full'].get('seeds', 1)} seed(s)). "
              "Low: generation scaled by batches; high: by prompts (see rehearse_estimate's docstring).", ""]
