@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safepref import conditions as cond
 from safepref import config as cfg
 from safepref import experiment_checks as checks
 from safepref.config import field, require
@@ -43,15 +44,10 @@ from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.graph import Stage, StageContext, execute, plan
 from safepref.records import write_jsonl
 
-# The study's eight bars, in the order of its figure. "multi" marks pairs whose two sides come from
-# different models (the study's pitfall); "self" pairs come from the target alone.
-CONDITION_ORDER = ["sft", "hc-self", "gpt4o-self", "stronger-self", "peer-rm", "all-rm", "original", "self-rm"]
-# The study's "combine with reward model" variants (recipe x-self-rm): not in its main figure, so only run
-# when listed in `conditions`; the report shows them after the eight bars.
-EXTRA_CONDITIONS = ["gpt4o-self-rm", "stronger-self-rm"]
-CONDITION_KIND = {"sft": "start", "original": "human", "hc-self": "multi", "gpt4o-self": "multi",
-                  "stronger-self": "multi", "peer-rm": "multi", "all-rm": "multi", "self-rm": "self",
-                  "gpt4o-self-rm": "multi", "stronger-self-rm": "multi"}
+# The study's eight bars in the order of its figure, then its RM-swap variants (run only when listed): both
+# read off the one condition table (safepref.conditions); kept importable from here.
+CONDITION_ORDER = cond.CONDITION_ORDER
+EXTRA_CONDITIONS = cond.EXTRA_CONDITIONS
 
 
 @dataclass
@@ -212,8 +208,8 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         for condition in self.conditions:
-            if condition not in CONDITION_KIND:
-                hint = did_you_mean(condition, list(CONDITION_KIND), parenthetical=True)
+            if condition not in cond.CONDITIONS:
+                hint = did_you_mean(condition, list(cond.CONDITIONS), parenthetical=True)
                 raise ConfigError(f"config field 'conditions': unknown condition '{condition}'{hint}; "
                                   f"known: {', '.join(CONDITION_ORDER + EXTRA_CONDITIONS)}")
         require(len(set(self.conditions)) == len(self.conditions), "conditions", "a condition is listed twice")
@@ -230,21 +226,10 @@ class ExperimentConfig:
         for key in ("covered_by", "prefer"):
             for name in getattr(self.prompts, key):
                 require(name in self.answers, f"prompts.{key}", f"'{name}' is not a name under `answers`")
-        needs = {
-            "original": (self.human, "human-labelled pairs: set `human` (offline: pku-realign)"),
-            "hc-self": (self.human, "human-labelled pairs: set `human` (offline: pku-realign)"),
-            "gpt4o-self": (self.roles.gpt4o, "GPT-4o answers: set roles.gpt4o to a name under `answers` "
-                                             "(offline: {source: gpt4o}, 180 PKU test prompts)"),
-            "stronger-self": (self.roles.stronger, "a stronger model's answers: set roles.stronger "
-                                                   "(offline proxy: {source: pku-safe-sft}, Alpaca-7B)"),
-            "peer-rm": (len(self.roles.peers) >= 2 or None, "answers of at least two peer models: roles.peers"),
-            "all-rm": (self.roles.gpt4o or self.roles.stronger or self.roles.peers or None,
-                       "at least one other model's answers (roles.gpt4o, roles.stronger or roles.peers)"),
-        }
-        needs["gpt4o-self-rm"], needs["stronger-self-rm"] = needs["gpt4o-self"], needs["stronger-self"]
         for condition in self.conditions:
-            if condition in needs and not needs[condition][0]:
-                raise ConfigError(f"condition '{condition}' needs {needs[condition][1]}")
+            missing = cond.missing_role(cond.CONDITIONS[condition], self)
+            if missing:
+                raise ConfigError(f"condition '{condition}' needs {missing}")
         checks.check_specs(self)
 
     def run_seeds(self) -> list[int]:
@@ -368,8 +353,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         prompt_settings["selection"] = exp.prompts.selection
     stages.append(Stage("prompts", _select_prompts, prompt_settings, description="select the training prompts"))
 
-    needs_greedy = {"hc-self", "gpt4o-self", "stronger-self", *EXTRA_CONDITIONS} & set(trained)
-    needs_sample = {"self-rm", "all-rm"} & set(trained)
+    needs_greedy = {c for c in trained if "greedy" in cond.CONDITIONS[c].generations}
+    needs_sample = {c for c in trained if "sample" in cond.CONDITIONS[c].generations}
     backend = ["--backend", exp.generation.backend] if exp.generation.backend else []
     for kind, needed, overrides in (("greedy", needs_greedy, exp.generation.greedy),
                                     ("sample", needs_sample, exp.generation.sample)):
@@ -460,26 +445,23 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
             deps.append(stage)
         return spec, stage
 
-    if condition in ("original", "hc-self"):
-        flags.append(("--human", exp.human, None))
-    if condition in ("hc-self", "gpt4o-self", "stronger-self", *EXTRA_CONDITIONS):
-        flags.append(("--target-greedy", "responses.jsonl", "generate/self-greedy"))
-        deps.append("generate/self-greedy")
-    if condition in ("gpt4o-self", "stronger-self", *EXTRA_CONDITIONS):
-        role = exp.roles.gpt4o if condition.startswith("gpt4o-") else exp.roles.stronger
-        flags.append(("--chosen", *answer(role)))
-    if condition in ("self-rm", "all-rm"):
-        flags.append(("--target-samples", "responses.jsonl", "generate/self-sample"))
-        deps.append("generate/self-sample")
-    if condition == "peer-rm":
-        for name in exp.roles.peers:
-            flags.append(("--pool", *answer(name)))
-        if exp.roles.peers_proxy:  # absent when unset: earlier runs keep their cache keys
-            settings["proxy"] = exp.roles.peers_proxy
-    if condition == "all-rm":
-        others = [n for n in dict.fromkeys([exp.roles.gpt4o, exp.roles.stronger, *exp.roles.peers]) if n]
-        for name in others:
-            flags.append(("--pool", *answer(name)))
+    info = cond.CONDITIONS[condition]
+    # The inputs in this order (the order of the stage's settings, hence of its cache key).
+    for need in ("human", "target_greedy", "chosen", "target_samples", "pool"):
+        if need not in info.needs:
+            continue
+        flag = "--" + need.replace("_", "-")
+        if need == "human":
+            flags.append((flag, exp.human, None))
+        elif need in cond.GENERATION_OF_INPUT:
+            stage = f"generate/self-{cond.GENERATION_OF_INPUT[need]}"
+            flags.append((flag, "responses.jsonl", stage))
+            deps.append(stage)
+        else:  # chosen: the one answer of its role; pool: every answer of its roles
+            flags += [(flag, *answer(name)) for name in cond.answer_names(info, exp.roles)]
+    proxy = getattr(exp.roles, f"{info.proxy_role}_proxy") if info.proxy_role else None
+    if proxy:  # absent when unset: earlier runs keep their cache keys
+        settings["proxy"] = proxy
     settings["inputs"] = [(flag, spec, stage) for flag, spec, stage in flags]
     settings["rm"] = exp.reward_model
     cap = ["--max-per-prompt", str(exp.max_pairs_per_prompt)] if exp.max_pairs_per_prompt else []

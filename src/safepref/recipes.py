@@ -52,9 +52,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+# The conditions table lives in safepref.conditions (read by build, the pipeline and the report); kept
+# importable from here.
+from safepref.conditions import CONDITIONS, Condition  # noqa: F401
 from safepref.errors import DataError
 from safepref.records import PreferencePair, Response
 
@@ -405,75 +407,3 @@ RECIPES: dict[str, Recipe] = {
     ]
 }
 
-
-@dataclass(frozen=True)
-class Condition:
-    """One bar of the study's main figure: which recipe builds it and from which inputs.
-
-    ``needs`` are the build inputs (``human``, ``target_greedy``, ``target_samples``, ``chosen``, ``pool``,
-    ``rm``). ``paper`` says what the study used for each input; ``offline`` what the offline data offers
-    (``None`` where it offers nothing faithful; ``offline_note`` says why and what would be needed).
-    """
-
-    name: str
-    label: str
-    recipe: str | None
-    needs: tuple[str, ...]
-    chosen: str
-    rejected: str
-    paper: Mapping[str, Any] = field(default_factory=dict)
-    offline: Mapping[str, Any] | None = None
-    offline_note: str = ""
-
-
-_STUDY_RM = "hf:OpenAssistant/reward-model-deberta-v3-large-v2"
-
-CONDITIONS: dict[str, Condition] = {
-    c.name: c
-    for c in [
-        Condition("sft", "SFT", None, (), "(no DPO: the starting model)", "",
-                  offline={}, offline_note="the target model itself; nothing to build"),
-        Condition("original", "Original Dataset", "original", ("human",),
-                  "PKU-SafeRLHF safer response", "PKU-SafeRLHF other response",
-                  paper={"human": "pku-saferlhf"}, offline={"human": "pku-realign"},
-                  offline_note="pku-realign: 5,135 PKU-SafeRLHF pairs (930 prompts) where exactly one answer is safe"),
-        Condition("hc-self", "HC+Self", "hc-self", ("human", "target_greedy"),
-                  "PKU-SafeRLHF safer response", "target model's greedy answer",
-                  paper={"human": "pku-saferlhf"}, offline={"human": "pku-realign"}),
-        Condition("gpt4o-self", "GPT4o+Self", "x-self", ("chosen", "target_greedy"),
-                  "GPT-4o answer", "target model's greedy answer",
-                  paper={"chosen": "gpt-4o answers to the 10k train prompts"}, offline={"chosen": "gpt4o"},
-                  offline_note="gpt4o: 201 answers to 180 pku-paper test prompts only"),
-        Condition("stronger-self", "Stronger+Self", "x-self", ("chosen", "target_greedy"),
-                  "a larger model's answer", "target model's greedy answer",
-                  paper={"chosen": "a larger sibling's answers (e.g. Llama-3.1-70B-Instruct for Llama-3.1-8B)"},
-                  offline={"chosen": "pku-safe-sft"},
-                  offline_note="pku-safe-sft: safe answers written by Alpaca-7B (50x the 135M target) on PKU "
-                               "prompts; gpt35-safety (gpt-3.5-turbo) answers only red-team prompts"),
-        Condition("peer-rm", "Peer+RM", "pool-rm", ("pool", "rm"),
-                  "best of several peer models' answers by RM", "worst of them",
-                  paper={"pool": "answers of the other 7-8B models on the same prompts", "rm": _STUDY_RM},
-                  offline=None,
-                  offline_note="no peer model (same size class as the target) answered PKU prompts offline; "
-                               "a proxy pool of non-target models (pku-safe-sft + gpt4o) can be built"),
-        Condition("all-rm", "All+RM", "pool-rm", ("pool", "target_samples", "rm"),
-                  "best of all sources (self, peers, stronger, GPT-4o) by RM", "worst of them",
-                  paper={"pool": "self samples + peers + stronger + GPT-4o", "rm": _STUDY_RM},
-                  offline={"pool": ["pku-safe-sft", "gpt4o"]},
-                  offline_note="no peers: the pool is self samples + Alpaca-7B (pku-safe-sft) + GPT-4o"),
-        Condition("self-rm", "Self+RM", "self-rm", ("target_samples", "rm"),
-                  "best of 5 own samples by RM", "worst of the 5",
-                  paper={"rm": _STUDY_RM}, offline={}),
-        # The study's "combine with reward model" variants (not bars of its main figure): x-self-rm.
-        Condition("gpt4o-self-rm", "GPT4o+Self (RM swap)", "x-self-rm", ("chosen", "target_greedy", "rm"),
-                  "GPT-4o answer, or the target's where the RM scores it higher", "the other one",
-                  paper={"chosen": "gpt-4o answers to the 10k train prompts", "rm": _STUDY_RM},
-                  offline={"chosen": "gpt4o"},
-                  offline_note="gpt4o: 201 answers to 180 pku-paper test prompts only"),
-        Condition("stronger-self-rm", "Stronger+Self (RM swap)", "x-self-rm", ("chosen", "target_greedy", "rm"),
-                  "a larger model's answer, or the target's where the RM scores it higher", "the other one",
-                  paper={"chosen": "a larger sibling's answers", "rm": _STUDY_RM},
-                  offline={"chosen": "pku-safe-sft"},
-                  offline_note="pku-safe-sft: safe answers written by Alpaca-7B on PKU prompts"),
-    ]
-}

@@ -128,7 +128,7 @@ def collect(run_dir: Path, conditions: list[str], seeds: list[int] | None = None
     """Every number of the run, per condition and seed, with rates, comparisons and the separability test
     (missing keys where a stage did not run or has not finished, and a sentence in ``missing`` for each file
     a finished stage lacks)."""
-    from safepref.pipeline import CONDITION_KIND
+    from safepref.conditions import CONDITION_KIND
 
     dirs = _stage_dirs(run_dir)
     seeds = seeds or _run_seeds(run_dir, dirs)
@@ -483,7 +483,7 @@ def render_summary(summary: dict[str, Any], out: Path, name: str) -> list[str]:
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, conditions: list[str] | None = None,
                  name: str | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
     """Write report.md, the figures and summary.json into ``out_dir`` (default: the run folder)."""
-    from safepref.pipeline import CONDITION_ORDER, EXTRA_CONDITIONS
+    from safepref.conditions import CONDITION_ORDER, EXTRA_CONDITIONS
 
     run_dir = Path(run_dir)
     out = Path(out_dir or run_dir)

@@ -22,7 +22,7 @@ KIND_LABEL = {"start": "starting model (SFT)", "multi": "multi-model pairs", "hu
 
 def label(condition: str) -> str:
     """The study's name of a condition (``self-rm`` -> ``Self+RM``)."""
-    from safepref.recipes import CONDITIONS
+    from safepref.conditions import CONDITIONS
 
     return "SFT" if condition == "sft" else getattr(CONDITIONS.get(condition), "label", condition)
 

@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve(name: str) -> tuple[str, str | None]:
     """``(recipe, condition)`` for a recipe or condition name; ConfigError for sft or unknown names."""
-    from safepref.recipes import CONDITIONS, RECIPES
+    from safepref.conditions import CONDITIONS
+    from safepref.recipes import RECIPES
 
     if name == "sft":
         raise ConfigError("condition 'sft' is the starting model itself: there is no preference set to build")
@@ -99,17 +100,16 @@ def resolve(name: str) -> tuple[str, str | None]:
 
 
 def needed_inputs(recipe: str, condition: str | None) -> tuple[set[str], set[str]]:
-    """``(required, allowed)`` input names for a recipe / condition."""
-    from safepref.recipes import CONDITIONS, RECIPES
+    """``(required, allowed)`` input names for a recipe / condition (the condition table says both)."""
+    from safepref.conditions import CONDITIONS
+    from safepref.recipes import RECIPES
 
     required = set(RECIPES[recipe].needs)
     if condition is not None:
         required |= set(CONDITIONS[condition].needs)
-    allowed = set(required)
-    if recipe == "pool-rm" and condition != "peer-rm":
+    allowed = required | set(CONDITIONS[condition].optional if condition else ())
+    if recipe == "pool-rm" and condition is None:
         allowed |= {"target_samples", "target_greedy"}  # the target's answers join the pool as "self"
-    if condition == "all-rm":
-        allowed |= {"target_greedy"}
     allowed.add("rm")  # unscored recipes: datasheet scores only
     # Answers may arrive scored (e.g. by `safepref rm score`): a missing score is caught when scoring.
     required.discard("rm")
@@ -302,9 +302,10 @@ def _command_line() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from safepref import __version__
+    from safepref.conditions import CONDITIONS
     from safepref.config import config_hash
     from safepref.datasheet import build_datasheet, datasheet_markdown, write_datasheet
-    from safepref.recipes import CONDITIONS, RECIPES
+    from safepref.recipes import RECIPES
     from safepref.records import write_json, write_jsonl
     from safepref.refusal import phrase_set
     from safepref.sources import load_pairs, load_prompts

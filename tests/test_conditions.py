@@ -1,0 +1,102 @@
+"""The one condition table: what build, the pipeline and the report read from it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safepref import conditions as cond
+from safepref.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_table_gives_the_studys_order_kinds_and_generations():
+    # the bars of the study's main figure, left to right, then the RM-swap variants
+    assert cond.CONDITION_ORDER == ["sft", "hc-self", "gpt4o-self", "stronger-self", "peer-rm", "all-rm",
+                                    "original", "self-rm"]
+    assert cond.EXTRA_CONDITIONS == ["gpt4o-self-rm", "stronger-self-rm"]
+    assert {k for k, v in cond.CONDITION_KIND.items() if v != "multi"} == {"sft", "original", "self-rm"}
+    assert (cond.CONDITION_KIND["sft"], cond.CONDITION_KIND["original"], cond.CONDITION_KIND["self-rm"]) == (
+        "start", "human", "self")
+    generations = {name: c.generations for name, c in cond.CONDITIONS.items() if c.generations}
+    assert generations == {"hc-self": ("greedy",), "gpt4o-self": ("greedy",), "stronger-self": ("greedy",),
+                           "all-rm": ("sample",), "self-rm": ("sample",), "gpt4o-self-rm": ("greedy",),
+                           "stronger-self-rm": ("greedy",)}
+
+
+class _Roles:
+    def __init__(self, gpt4o=None, stronger=None, peers=()):
+        self.gpt4o, self.stronger, self.peers = gpt4o, stronger, list(peers)
+
+
+class _Exp:
+    def __init__(self, human="pku-realign", **roles):
+        self.human, self.roles = human, _Roles(**roles)
+
+
+def test_answer_names_and_what_a_condition_misses():
+    table = cond.CONDITIONS
+    roles = _Roles(gpt4o="g", stronger="a", peers=["a", "p"])
+    assert cond.answer_names(table["all-rm"], roles) == ["g", "a", "p"]  # each once, in role order
+    assert cond.answer_names(table["peer-rm"], roles) == ["a", "p"]
+    assert cond.answer_names(table["stronger-self-rm"], roles) == ["a"]
+    assert cond.answer_names(table["hc-self"], roles) == []
+    assert cond.missing_role(table["hc-self"], _Exp(human=None)) == cond.ROLE_HELP["human"]
+    assert cond.missing_role(table["gpt4o-self"], _Exp(stronger="a")) == cond.ROLE_HELP["gpt4o"]
+    # a pool needs two sources: Peer+RM two peers; All+RM one other model beside the target's samples
+    assert cond.missing_role(table["peer-rm"], _Exp(peers=["p"])) == cond.ROLE_HELP["peers"]
+    assert cond.missing_role(table["all-rm"], _Exp()) == cond.ROLE_HELP["others"]
+    assert cond.missing_role(table["all-rm"], _Exp(stronger="a")) is None
+    assert cond.missing_role(table["self-rm"], _Exp(human=None)) is None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_the_report_and_the_table_do_not_import_the_pipeline():
+    src = ROOT / "src" / "safepref"
+    for path in [*src.glob("report*.py"), src / "conditions.py", src / "recipes.py"]:
+        assert "safepref.pipeline" not in _imports(path), path.name
+    assert not {n for n in _imports(src / "conditions.py") if n.startswith("safepref.")}
+
+
+def test_a_new_table_entry_reaches_build_the_pipeline_and_the_report(monkeypatch, tmp_path):
+    """One entry (an existing recipe) is all a new condition needs: build resolves it, the experiment accepts
+    it, its build stage gets its inputs and the target's greedy answers, the report orders and labels it."""
+    from safepref import report_figures
+    from safepref.commands.build import needed_inputs, resolve
+    from safepref.pipeline import build_stages, load_experiment
+
+    entry = cond.Condition("alpaca-self", "Alpaca+Self", "x-self", ("chosen", "target_greedy"),
+                           "Alpaca-7B's answer", "target model's greedy answer", order=10, main=False,
+                           roles=("stronger",))
+    monkeypatch.setitem(cond.CONDITIONS, "alpaca-self", entry)
+    monkeypatch.setitem(cond.CONDITION_KIND, "alpaca-self", "multi")
+    monkeypatch.setattr(cond, "EXTRA_CONDITIONS", [*cond.EXTRA_CONDITIONS, "alpaca-self"])
+    assert resolve("alpaca-self") == ("x-self", "alpaca-self")
+    assert needed_inputs("x-self", "alpaca-self") == ({"chosen", "target_greedy"},
+                                                      {"chosen", "target_greedy", "rm"})
+    base = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**base, "conditions": ["sft", "alpaca-self"]}))
+    stages = {s.name: s for s in build_stages(load_experiment(path), tmp_path)}
+    assert stages["build/alpaca-self"].config["inputs"] == [
+        ("--target-greedy", "responses.jsonl", "generate/self-greedy"), ("--chosen", "pku-safe-sft", None)]
+    assert "generate/self-greedy" in stages and "generate/self-sample" not in stages
+    assert report_figures.label("alpaca-self") == "Alpaca+Self"
+    path.write_text(yaml.safe_dump({**base, "conditions": ["alpaca-self"], "roles": {"gpt4o": "gpt4o"}}))
+    with pytest.raises(ConfigError, match="condition 'alpaca-self' needs a stronger model's answers"):
+        load_experiment(path)
