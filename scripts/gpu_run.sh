@@ -9,8 +9,10 @@ M=/root/m
 OUT=${OUT:-/root/out}
 mkdir -p "$M" "$OUT"
 for d in .gpu/p?.d; do [ -f "$d/part" ] && cp "$d/part" "$M/$(basename "$d" .d)"; done
-if [ ! -d "$M/bundle" ]; then
-  cat "$M"/p? | tar -C "$M" -xzf - || { echo "bundle incomplete: $(ls "$M")"; exit 2; }
+if [ ! -d "$M/bundle" ]; then  # unpacked aside, renamed once complete: a partial unpack must not stay behind
+  rm -rf "$M/.unpack" && mkdir -p "$M/.unpack"
+  { cat "$M"/p? | tar -C "$M/.unpack" -xzf - && mv "$M/.unpack/bundle" "$M/bundle"; } \
+    || { echo "bundle incomplete: $(ls "$M")"; exit 2; }
 fi
 if [ ! -d /tmp/site ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
