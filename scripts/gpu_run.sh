@@ -31,7 +31,9 @@ echo "exit $code after $(( $(date +%s) - start )) s (this call)" | tee -a "$OUT/
 for f in report.md summary.json asr.png refusal.png separability_vs_asr.png reward_accuracy.png; do
   [ -f "/root/run/$f" ] && cp "/root/run/$f" "$OUT/"
 done
-# Per-stage summaries, datasheets, audit tables and training curves (no weights, no generations): one archive.
-(cd /root/run && find . -name '*.json' -o -name '*.md' -o -name '*.png' -o -name '*.csv' -o -name metrics.jsonl | grep -v -e '/checkpoint' \
-   -e 'model' -e 'tokenizer' | tar -czf "$OUT/stages.tgz" -T -) 2>/dev/null
+# Per-stage summaries, datasheets, audit tables, training curves, answers, per-answer verdicts and pairs (no
+# weights, no shards): one archive, enough for `safepref report` to rebuild every table and report.html here.
+(cd /root/run && find . \( -name '*.json' -o -name '*.md' -o -name '*.png' -o -name '*.csv' -o -name '*.jsonl' \
+   -o -name '*.html' \) -not -path '*/checkpoint*' -not -path '*/shards/*' -not -name 'model*' -not -name 'tokenizer*' \
+   | tar -czf "$OUT/stages.tgz" -T -) 2>/dev/null
 exit "$code"
