@@ -686,3 +686,20 @@ def test_a_corrupt_generation_config_is_named_and_overwrite_restarts_only_that_r
     backend = EchoBackend()
     summary = run_generation(_prompts(6), backend, CONFIG, tmp_path, overwrite=True, progress=False)
     assert len(backend.asked) == 6 and summary["responses"] == 6 and (tmp_path / "notes.txt").exists()
+
+
+def test_stage_settings_record_an_endpoint_without_its_credentials(tmp_path, monkeypatch):
+    from safepref import pipeline
+    from safepref.graph import StageContext
+
+    root = Path(__file__).resolve().parents[1]
+    url = "http://user:sk-hidden123456@127.0.0.1:8000/v1?token=abc"
+    exp = pipeline.load_experiment(str(root / "configs/quickstart.yaml"), [
+        "conditions=[sft, gpt4o-self]", "answers.api={model: m, backend: openai, base_url: '" + url + "'}",
+        "roles.gpt4o=api"])
+    stage = next(s for s in pipeline.build_stages(exp, tmp_path) if s.name == "generate/api")
+    assert stage.config["base_url"] == "http://127.0.0.1:8000/v1?token=***"
+    calls = []
+    monkeypatch.setattr(pipeline, "_call", calls.append)
+    stage.run(StageContext(tmp_path / "g", {"prompts": tmp_path / "p"}, stage.config))
+    assert calls[0][calls[0].index("--base-url") + 1] == url  # the command itself still reaches the server

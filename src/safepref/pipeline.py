@@ -43,6 +43,7 @@ from safepref.config import field, require
 from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.graph import Stage, StageContext, execute, plan
 from safepref.records import write_jsonl
+from safepref.redact import command_line, redact_url
 
 # The study's eight bars in the order of its figure, then its RM-swap variants (run only when listed): both
 # read off the one condition table (safepref.conditions); kept importable from here.
@@ -265,7 +266,7 @@ def _call(argv: list[str]) -> None:
     """Run one safepref command in this process; a failure stops the run with that command's error."""
     from safepref.cli import main
 
-    print("  $ safepref " + shlex.join(argv), flush=True)
+    print("  $ " + command_line(["safepref", *argv]), flush=True)
     code = main(argv)
     if code == 130:  # the user pressed Ctrl-C inside the stage: stop the whole run the same way
         raise KeyboardInterrupt
@@ -377,12 +378,14 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         if source.source is not None:
             answer_spec[name] = (source.source, None)
             continue
-        settings = {"model": source.model, "backend": source.backend, "base_url": source.base_url,
+        # stage.json records the settings: the endpoint goes there without credentials (the command gets it whole).
+        settings = {"model": source.model, "backend": source.backend,
+                    "base_url": redact_url(source.base_url) if source.base_url else None,
                     "api_key_env": source.api_key_env, "preset": source.preset, "set": source.set}
         stage_name = f"generate/{name}"
 
-        def argv(ctx, s=settings):
-            extra = ["--base-url", s["base_url"]] if s["base_url"] else []
+        def argv(ctx, s=settings, url=source.base_url):
+            extra = ["--base-url", url] if url else []
             return [["generate", "--model", s["model"], "--backend", s["backend"], *extra,
                      "--api-key-env", s["api_key_env"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
                      *_sets(s["set"]), "--out", str(ctx.out_dir), *device]]
