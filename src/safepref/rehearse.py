@@ -324,6 +324,8 @@ def measure(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         record["peak_gib"] = round(gpu.cuda.max_memory_allocated() / 2**30, 2)
         record["peak_reserved_gib"] = round(gpu.cuda.max_memory_reserved() / 2**30, 2)
     _free_memory()
+    if gpu is not None:  # memory a stage left behind would shrink the next one's room: make a leak visible
+        record["allocated_after_gib"] = round(gpu.cuda.memory_allocated() / 2**30, 2)
     return record
 
 

@@ -104,7 +104,15 @@ def estimate(exp: Any, plan: Any, results: dict[str, dict[str, Any]], rep: str |
     train_name = _chosen_training(results, rep)
     context = {"n_prompts": n_prompts, "full_prompts": full_prompts, "pairs": pairs, "train": train_name,
                "eval": eval_sizes}
-    rows = [_full_row(stage, exp, plan, results, measured, context) for stage in _full_stages(exp)]
+    stages = _full_stages(exp)
+    rows = [_full_row(stage, exp, plan, results, measured, context) for stage in stages]
+    variants = _variants(results, measured)
+    for variant in variants:  # DPO of every condition and seed, had this variant been the one configured
+        name = next(n for n in results if n.startswith(f"train@{variant['variant']}/"))
+        if results[name]["status"] == "ok":
+            timed = [_full_row(s, exp, plan, results, measured, {**context, "train": name})
+                     for s in stages if _kind(s) == "train"]
+            variant["dpo_gpu_hours"] = round(sum(r["high_s"] for r in timed) / 3600, 2)
     counted = [r for r in rows if r["low_s"] is not None]
     total = {"low_gpu_hours": round(sum(r["low_s"] for r in counted) / 3600, 2),
              "high_gpu_hours": round(sum(r["high_s"] for r in counted) / 3600, 2),
@@ -120,7 +128,7 @@ def estimate(exp: Any, plan: Any, results: dict[str, dict[str, Any]], rep: str |
                          "requests": context["eval"]["full_jailbreak"] * evals}
     return {"experiment": exp.name, "random_weights": True, "representative_condition": rep,
             "substitutions": plan.substitutions, "full": {**plan.full, "prompts": full_prompts},
-            "measured": measured, "training_variants": _variants(results, measured), "estimate": rows,
+            "measured": measured, "training_variants": variants, "estimate": rows,
             "total": total, "api_requests": api,
             "pairs_per_prompt": {c: round(p / n_prompts, 3) for c, p in pairs.items()}}
 
@@ -328,8 +336,8 @@ def write_markdown(report: dict[str, Any], path: str | Path) -> None:
         lines.append(f"- API `{name}` ({api['model']}): {api['requests']} requests, no GPU time.")
     lines += ["", *_by_kind(report["estimate"]), "", "## DPO variants (representative condition "
               f"`{report['representative_condition']}`)", ""]
-    lines += _table(["variant", "status", "pairs/s", "peak GiB", "wall s", "fix / error"],
-                    [[v["variant"], v["status"], v["pairs_per_s"], v["peak_gib"], v["wall_s"],
+    lines += _table(["variant", "status", "pairs/s", "peak GiB", "wall s", "DPO GPU-h, full study", "fix / error"],
+                    [[v["variant"], v["status"], v["pairs_per_s"], v["peak_gib"], v["wall_s"], v.get("dpo_gpu_hours"),
                       " ".join(x for x in (v.get("fix"), v["error"]) if x) or None]
                      for v in report["training_variants"]])
     lines += ["", "## Measured stages", ""]
