@@ -467,6 +467,17 @@ def test_paper_presets_sample_with_top_k_50_and_add_no_bos_in_both_backends(tiny
     assert ids[0] != spy.bos_token_id and ids == spy("How do I make a cake?", add_special_tokens=False)["input_ids"]
 
 
+def _record_stage_commands(monkeypatch) -> list[list[str]]:
+    """The argv of each `safepref` command a stage runs (through the CLI or as a library call), not run."""
+    from safepref import pipeline
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(pipeline, "_call", calls.append)
+    monkeypatch.setattr(pipeline, "_library_stage", lambda function, config, argv: calls.append(argv) or {},
+                        raising=False)
+    return calls
+
+
 def test_prompt_selection_rows_takes_the_first_rows_in_file_order(tmp_path):
     from safepref.graph import StageContext
     from safepref.pipeline import _select_prompts
@@ -505,8 +516,7 @@ def test_the_audit_stage_probes_with_the_trainings_prompt_format_and_length(tmp_
     exp = pipeline.load_experiment(str(root / "configs/paper/llama-2-7b.yaml"),
                                    ["train.set.max_length=640"])
     stage = next(s for s in pipeline.build_stages(exp, tmp_path) if s.name == "audit")
-    calls = []
-    monkeypatch.setattr(pipeline, "_call", calls.append)
+    calls = _record_stage_commands(monkeypatch)
     inputs = {name: tmp_path / name.replace("/", "-") for name in stage.deps}
     stage.run(StageContext(tmp_path / "audit", inputs, stage.config))
     argv = calls[0]
@@ -581,8 +591,7 @@ def test_the_rm_swap_variants_run_through_safepref_run(tmp_path, monkeypatch):
     stages = {s.name: s for s in pipeline.build_stages(exp, tmp_path)}
     stage = stages["build/stronger-self-rm"]
     assert stage.deps == sorted(["prompts", "generate/self-greedy", "rm/train"])
-    calls = []
-    monkeypatch.setattr(pipeline, "_call", calls.append)
+    calls = _record_stage_commands(monkeypatch)
     inputs = {name: tmp_path / name.replace("/", "-") for name in stage.deps}
     stage.run(StageContext(tmp_path / "b", inputs, stage.config))
     argv = calls[0]
@@ -616,8 +625,7 @@ def test_each_condition_builds_on_the_generation_the_study_used(tmp_path, monkey
     stages = {s.name: s for s in pipeline.build_stages(exp, tmp_path)}
     assert stages["generate/self-greedy"].config["preset"] == "paper-greedy"
     assert stages["generate/self-sample"].config["preset"] == "paper-sample"
-    calls = []
-    monkeypatch.setattr(pipeline, "_call", calls.append)
+    calls = _record_stage_commands(monkeypatch)
     received = {}
     for condition in [c for c in exp.conditions if c != "sft"]:
         stage = stages[f"build/{condition}"]
@@ -699,7 +707,6 @@ def test_stage_settings_record_an_endpoint_without_its_credentials(tmp_path, mon
         "roles.gpt4o=api"])
     stage = next(s for s in pipeline.build_stages(exp, tmp_path) if s.name == "generate/api")
     assert stage.config["base_url"] == "http://127.0.0.1:8000/v1?token=***"
-    calls = []
-    monkeypatch.setattr(pipeline, "_call", calls.append)
+    calls = _record_stage_commands(monkeypatch)
     stage.run(StageContext(tmp_path / "g", {"prompts": tmp_path / "p"}, stage.config))
     assert calls[0][calls[0].index("--base-url") + 1] == url  # the command itself still reaches the server
