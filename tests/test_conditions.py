@@ -77,7 +77,7 @@ def test_a_new_table_entry_reaches_build_the_pipeline_and_the_report(monkeypatch
     """One entry (an existing recipe) is all a new condition needs: build resolves it, the experiment accepts
     it, its build stage gets its inputs and the target's greedy answers, the report orders and labels it."""
     from safepref import report_figures
-    from safepref.commands.build import needed_inputs, resolve
+    from safepref.build import needed_inputs, resolve
     from safepref.pipeline import build_stages, load_experiment
 
     entry = cond.Condition("alpaca-self", "Alpaca+Self", "x-self", ("chosen", "target_greedy"),
@@ -100,3 +100,33 @@ def test_a_new_table_entry_reaches_build_the_pipeline_and_the_report(monkeypatch
     path.write_text(yaml.safe_dump({**base, "conditions": ["alpaca-self"], "roles": {"gpt4o": "gpt4o"}}))
     with pytest.raises(ConfigError, match="condition 'alpaca-self' needs a stronger model's answers"):
         load_experiment(path)
+
+
+def test_the_build_stage_calls_the_library_and_records_the_command_it_equals(tiny_model_dir, data_root, tmp_path,
+                                                                             capsys):
+    """The pipeline's build stage runs build_set (no CLI); the command it records, typed by a user, writes the
+    same pairs and datasheet."""
+    import json
+    import shlex
+
+    from safepref.cli import main
+    from safepref.graph import StageContext
+    from safepref.pipeline import build_stages, load_experiment
+
+    exp = load_experiment(ROOT / "configs" / "quickstart.yaml",
+                          [f"target={tiny_model_dir}", "conditions=[original, peer-rm]", "reward_model=length",
+                           "reward_training=null", "prompts.limit=6"])
+    stages = {s.name: s for s in build_stages(exp, tmp_path)}
+    stages["prompts"].run(StageContext(tmp_path / "prompts", {}, stages["prompts"].config))
+    for condition in ("original", "peer-rm"):
+        out = tmp_path / condition
+        summary = stages[f"build/{condition}"].run(StageContext(out, {"prompts": tmp_path / "prompts"},
+                                                                stages[f"build/{condition}"].config))
+        assert summary == json.loads((out / "summary.json").read_text())
+        argv = shlex.split(summary["command"])
+        assert argv[:3] == ["safepref", "build", condition] and f"  $ {summary['command']}" in capsys.readouterr().out
+        argv[argv.index("--out") + 1] = str(tmp_path / "typed")
+        assert main(argv[1:]) == 0
+        for name in ("pairs.jsonl", "datasheet.json"):
+            assert (tmp_path / "typed" / name).read_text() == (out / name).read_text(), (condition, name)
+        assert summary["pairs"] == (6 if condition == "original" else summary["prompts"])

@@ -4,8 +4,9 @@
   safepref run configs/quickstart.yaml --dry-run    # the plan: stages, cached or not
   safepref run configs/paper/llama-3.1-8b.yaml --dry-run   # validate a paper config (needs the hub to run)
 
-Stages, in data-flow order (each one is also a command of its own, called here with the same arguments a
-user would type, so a stage's output folder is exactly what that command writes):
+Stages, in data-flow order (each one is also a command of its own, so a stage's output folder is exactly what
+that command writes; the build stages call its library function, ``safepref.build.build_set``, and log and
+record the equivalent command; the other stages still call the command with the arguments a user would type):
 
   prompts                      the training prompts (a PKU-SafeRLHF subset every answer source covers)
   generate/self-greedy         the target's greedy answers         (safepref generate --preset paper-greedy)
@@ -336,6 +337,17 @@ def _command_stage(build_argv):
     return run
 
 
+def _library_stage(function: Any, config: Any, argv: list[str]) -> dict[str, Any]:
+    """Run a stage's library function on its typed config (returning its summary). The log and the stage's
+    record name the equivalent `safepref ...` command; a failure says which command that was."""
+    command = command_line(["safepref", *argv])
+    print(f"  $ {command}", flush=True)
+    try:
+        return function(config, command=command)
+    except SafeprefError as exc:
+        raise type(exc)(f"{exc} (stage command: {command})") from None
+
+
 def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     """The experiment as a stage graph (nothing runs here)."""
     stages: list[Stage] = []
@@ -467,21 +479,22 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, devic
         settings["proxy"] = proxy
     settings["inputs"] = [(flag, spec, stage) for flag, spec, stage in flags]
     settings["rm"] = exp.reward_model
-    cap = ["--max-per-prompt", str(exp.max_pairs_per_prompt)] if exp.max_pairs_per_prompt else []
-    if cap:  # absent when unset: earlier runs keep their cache keys
+    if exp.max_pairs_per_prompt:  # absent when unset: earlier runs keep their cache keys
         settings["max_per_prompt"] = exp.max_pairs_per_prompt
 
-    def argv(ctx: StageContext) -> list[list[str]]:
-        rm = f"offline:{ctx.inputs[rm_stage]}" if rm_stage else exp.reward_model
-        args = ["build", condition, "--prompts", _prompts_file(ctx), "--rm", rm,
-                "--tokenizer", exp.target, "--out", str(ctx.out_dir), *cap, *device]
-        if settings.get("proxy"):
-            args += ["--proxy", settings["proxy"]]
-        for flag, spec, stage in settings["inputs"]:
-            args += [flag, str(ctx.inputs[stage] / spec) if stage else spec]
-        return [args]
+    def run(ctx: StageContext) -> dict[str, Any]:
+        # The library function itself; the log and summary.json record the command a user would type.
+        from safepref.build import BuildConfig, build_set, command_for
 
-    return Stage(f"build/{condition}", _command_stage(argv), settings, sorted(set(deps)),
+        rm = f"offline:{ctx.inputs[rm_stage]}" if rm_stage else exp.reward_model
+        config = BuildConfig(condition, str(ctx.out_dir), prompts=_prompts_file(ctx), rm=rm, tokenizer=exp.target,
+                             max_per_prompt=exp.max_pairs_per_prompt, device=exp.device, proxy=settings.get("proxy"))
+        for flag, spec, stage in settings["inputs"]:
+            value, name = str(ctx.inputs[stage] / spec) if stage else spec, flag[2:].replace("-", "_")
+            config.pool.append(value) if name == "pool" else setattr(config, name, value)
+        return _library_stage(build_set, config, command_for(config))
+
+    return Stage(f"build/{condition}", run, settings, sorted(set(deps)),
                  description=f"preference set {condition}")
 
 
