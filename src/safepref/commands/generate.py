@@ -5,7 +5,8 @@
       --set max_new_tokens=64 --out out/greedy
   safepref generate --backend openai --model gpt-4o --prompts pku-paper:50 --preset paper-greedy --out out/gpt4o
 
-Killing the command and rerunning it resumes: finished shards are kept, the rest is generated.
+Killing the command and rerunning it resumes: finished shards are kept, the rest is generated. A shard that no
+longer matches its done-marker (deleted, truncated, edited) is generated again, with a warning.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
-    parser.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a different generation run in --out (deletes only that run's own files; a "
+                             "folder holding no generation run is never overwritten)")
 
 
 def run(args: argparse.Namespace) -> int:
