@@ -390,21 +390,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         if source.source is not None:
             answer_spec[name] = (source.source, None)
             continue
-        # stage.json records the settings: the endpoint goes there without credentials (the command gets it whole).
-        settings = {"model": source.model, "backend": source.backend,
-                    "base_url": redact_url(source.base_url) if source.base_url else None,
-                    "api_key_env": source.api_key_env, "preset": source.preset, "set": source.set}
-        stage_name = f"generate/{name}"
-
-        def argv(ctx, s=settings, url=source.base_url):
-            extra = ["--base-url", url] if url else []
-            return [["generate", "--model", s["model"], "--backend", s["backend"], *extra,
-                     "--api-key-env", s["api_key_env"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
-                     *_sets(s["set"]), "--out", str(ctx.out_dir), *device]]
-
-        stages.append(Stage(stage_name, _command_stage(argv), settings, ["prompts"],
-                            description=f"answers of {source.model}"))
-        answer_spec[name] = ("responses.jsonl", stage_name)
+        stages.append(_answer_stage(name, source, device))
+        answer_spec[name] = ("responses.jsonl", stages[-1].name)
 
     rm_stage = None
     if exp.reward_model.startswith("offline:") and exp.reward_training is not None:
@@ -430,6 +417,23 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
                         [s.name for s in stages if s.name.startswith(("eval/", "train/", "build/", "audit"))],
                         description="report.md, figures, summary.json"))
     return stages
+
+
+def _answer_stage(name: str, source: AnswerSource, device: list[str]) -> Stage:
+    """generate/<name>: the answers of a model given under `answers` (not a file), on the training prompts."""
+    # stage.json records the settings: the endpoint goes there without credentials (the command gets it whole).
+    settings = {"model": source.model, "backend": source.backend,
+                "base_url": redact_url(source.base_url) if source.base_url else None,
+                "api_key_env": source.api_key_env, "preset": source.preset, "set": source.set}
+
+    def argv(ctx, s=settings, url=source.base_url):
+        extra = ["--base-url", url] if url else []
+        return [["generate", "--model", s["model"], "--backend", s["backend"], *extra,
+                 "--api-key-env", s["api_key_env"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
+                 *_sets(s["set"]), "--out", str(ctx.out_dir), *device]]
+
+    return Stage(f"generate/{name}", _command_stage(argv), settings, ["prompts"],
+                 description=f"answers of {source.model}")
 
 
 def _train_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[int]) -> Stage:
