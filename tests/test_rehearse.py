@@ -164,3 +164,27 @@ def test_rehearsal_of_a_tiny_paper_like_config(tiny_model_dir, data_root, tmp_pa
     again = json.loads((out / "rehearsal.json").read_text())
     assert all(m["reused"] for m in again["measured"].values())
 
+
+
+def test_a_stage_out_of_memory_is_recorded_with_its_fix_and_the_rehearsal_goes_on(tmp_path):
+    import torch
+
+    from safepref.graph import Stage
+    from safepref.rehearse import _run_stages
+    from safepref.rehearse_estimate import _fix, _variants
+
+    def too_big(ctx):
+        raise torch.OutOfMemoryError("random:llama-3.1-70b: the weights alone need 131.4 GiB in torch.bfloat16")
+
+    stages = [Stage("prompts", lambda ctx: {"prompts": 2}), Stage("generate/stronger", too_big, deps=["prompts"]),
+              Stage("build/stronger-self", lambda ctx: {}, deps=["generate/stronger"]),
+              Stage("train@as configured/c", too_big), Stage("train@LoRA/c", lambda ctx: {})]
+    keys = {s.name: f"k{i}" for i, s in enumerate(stages)}
+    results = _run_stages(stages, keys, "c", tmp_path, None, log=lambda line: None)
+    assert [results[s.name]["status"] for s in stages] == ["ok", "oom", "skipped", "oom", "ok"]
+    assert _fix("generate/stronger", "generate", results["generate/stronger"]).startswith(" -> does not fit one GPU")
+    measured = {name: {"rate": None, "peak_gib": None, "wall_s": r.get("wall_s"), "error": r.get("error")}
+                for name, r in results.items()}
+    variants = _variants(results, measured)
+    assert [(v["variant"], v["status"], v.get("fix")) for v in variants] == [
+        ("as configured", "oom", "LoRA (measured: fits)"), ("LoRA", "ok", None)]
