@@ -710,3 +710,28 @@ def test_stage_settings_record_an_endpoint_without_its_credentials(tmp_path, mon
     calls = _record_stage_commands(monkeypatch)
     stage.run(StageContext(tmp_path / "g", {"prompts": tmp_path / "p"}, stage.config))
     assert calls[0][calls[0].index("--base-url") + 1] == url  # the command itself still reaches the server
+
+
+@pytest.mark.parametrize("kind", ["classifier", "safety"])
+def test_train_judge_never_replaces_a_folder_it_did_not_write(tmp_path, capsys, kind):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    assert main(["eval", "train-judge", "--kind", kind, "--out", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no trained" in err and "never replaced" in err
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_a_judge_save_refuses_a_foreign_folder(tmp_path):
+    from safepref.paths import check_replaceable
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    check_replaceable(folder, "meta.json", "judge")  # empty: fine
+    (folder / "meta.json").write_text("{}")
+    check_replaceable(folder, "meta.json", "judge")  # an earlier save: fine
+    (folder / "meta.json").unlink()
+    (folder / "x").write_text("")
+    with pytest.raises(SafeprefError, match="holds no judge .no meta.json.; it is never replaced"):
+        check_replaceable(folder, "meta.json", "judge")

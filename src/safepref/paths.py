@@ -60,6 +60,18 @@ def check_output_dir(out: str | Path, option: str = "--out") -> Path:
     return out
 
 
+def check_replaceable(folder: str | Path, marker: str, what: str) -> None:
+    """Refuse to replace ``folder`` unless it is absent, empty, or holds ``marker`` (the file a save of ``what``
+    writes): a command deletes only what it wrote itself. Raises SafeprefError naming the folder."""
+    from safepref.errors import SafeprefError
+
+    folder = Path(folder).expanduser()
+    check_output_dir(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).exists():
+        raise SafeprefError(f"{folder} is not empty and holds no {what} (no {marker}); it is never replaced: "
+                            "choose another --out")
+
+
 def cache_dir(*parts: str) -> Path:
     base = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "safepref")).expanduser()
     path = base.joinpath(*parts)

@@ -239,6 +239,9 @@ def _run_train_judge(args: argparse.Namespace) -> int:
         print("(held-out prompts of each set; GPTFuzz: its evaluate file; nothing saved)")
         return 0
     folder = args.out or sj.default_folder()
+    from safepref.paths import check_replaceable
+
+    check_replaceable(folder, "judge.json", "trained safety judge")  # before minutes of training
     config = sj.SafetyJudgeConfig(recipe=args.recipe or sj.DEFAULT_RECIPE, max_rows_per_set=args.max_rows_per_set)
     if not args.force and args.out is None and (folder / "judge.json").exists():
         model = sj.load_default_judge(train_if_missing=False)
@@ -275,6 +278,9 @@ def _train_classifier(args: argparse.Namespace) -> int:
         print("(trained on GPTFuzz train, measured on its evaluate split; nothing saved)")
         return 0
     folder = args.out or hc.default_folder()
+    from safepref.paths import check_replaceable
+
+    check_replaceable(folder, "meta.json", "trained classifier judge")  # before training
     if not args.force and args.out is None and (hc.default_folder() / "meta.json").exists():
         classifier = hc.load_default_classifier(train_if_missing=False)
         if classifier.meta.get("version") == hc.CLASSIFIER_VERSION and classifier.recipe == recipe:

@@ -200,6 +200,9 @@ class HarmClassifier:
     def save(self, folder: str | Path) -> Path:
         """Write meta.json, vocab-<block>.json and arrays.npz atomically (a temp folder, then a rename)."""
         folder = Path(folder)
+        from safepref.paths import check_replaceable
+
+        check_replaceable(folder, "meta.json", "trained classifier judge")  # never delete a user's folder
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         try:

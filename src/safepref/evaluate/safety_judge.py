@@ -179,6 +179,9 @@ class SafetyJudgeModel:
         """``judge.json``, ``arrays.npz`` and (TF-IDF recipes) ``vocab.json``, written to a temp folder, then
         renamed: a killed save never leaves half a judge."""
         folder = Path(folder)
+        from safepref.paths import check_replaceable
+
+        check_replaceable(folder, "judge.json", "trained safety judge")  # never delete a user's folder
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         try:
