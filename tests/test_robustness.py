@@ -712,7 +712,7 @@ def test_stage_settings_record_an_endpoint_without_its_credentials(tmp_path, mon
     assert calls[0][calls[0].index("--base-url") + 1] == url  # the command itself still reaches the server
 
 
-@pytest.mark.parametrize("kind", ["classifier", "safety"])
+@pytest.mark.parametrize("kind", ["classifier", "safety", "finetuned"])
 def test_train_judge_never_replaces_a_folder_it_did_not_write(tmp_path, capsys, kind):
     folder = tmp_path / "mine"
     folder.mkdir()

@@ -60,6 +60,10 @@ def train_finetuned_judge(out: str | Path, config: FinetunedJudgeConfig | None =
                           train_sets: list[str] | None = None, max_rows_per_set: int | None = None
                           ) -> dict[str, Any]:
     """Fine-tune MiniLM on the train split, save the checkpoint to ``out``, return its metadata."""
+    from safepref.paths import check_replaceable
+
+    # Its files (config.json, model.safetensors) would overwrite a user's checkpoint: only our own may go.
+    check_replaceable(out, "safepref_judge.json", "fine-tuned judge")
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
