@@ -719,7 +719,7 @@ def test_train_judge_never_replaces_a_folder_it_did_not_write(tmp_path, capsys, 
     (folder / "notes.txt").write_text("keep")
     assert main(["eval", "train-judge", "--kind", kind, "--out", str(folder)]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "holds no trained" in err and "never replaced" in err
+    assert len(err.splitlines()) == 1 and "judge (no " in err and "never replaced" in err
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
