@@ -58,7 +58,7 @@ def test_random_spec_resolves_to_a_marked_folder_and_generates_the_full_length(t
         random_models.parse("random:tiny-llama?tok=x")
 
 
-def test_plan_of_the_llama_2_paper_config():
+def test_plan_of_the_llama_2_paper_config(tmp_path):
     plan = rehearsal_plan(load_experiment(ROOT / "configs" / "paper" / "llama-2-7b.yaml"), 16)
     exp = plan.experiment
     assert exp.target == "random:llama-2-7b" and exp.prompts.limit == 16
@@ -78,6 +78,12 @@ def test_plan_of_the_llama_2_paper_config():
                          "train@as configured/self-rm", "train@full, precomputed reference/self-rm",
                          "train@LoRA (dpo-paper-lora.yaml, adapter unmerged)/self-rm", "generate/gpt4o"]
     assert not any(n.startswith("train/") for n in names) and names[-1] == "audit"
+    from safepref.cli import main
+
+    out = Path(tmp_path) / "dry"
+    assert main(["run", str(ROOT / "configs" / "paper" / "llama-2-7b.yaml"), "--rehearse", "16", "--dry-run",
+                 "--out", str(out)]) == 0
+    assert not out.exists()  # the plan only: nothing is written
     with pytest.raises(ConfigError, match="no random twin is known for target 'my/model'"):
         rehearsal_plan(load_experiment(ROOT / "configs" / "paper" / "llama-2-7b.yaml", ["target=my/model"]), 16)
 

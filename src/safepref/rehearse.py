@@ -414,8 +414,11 @@ def _inputs(stage: Stage, done: dict[str, Path], rep: str | None) -> dict[str, P
 
 def rehearse_experiment(path: str | Path, n: int, out: str | Path | None = None,
                         overrides: list[str] | None = None, budget_s: float | None = None,
-                        log: Any = print) -> dict[str, Any]:
-    """Rehearse experiment ``path`` on ``n`` prompts into ``out``; returns what rehearsal.json holds."""
+                        log: Any = print, dry_run: bool = False) -> dict[str, Any]:
+    """Rehearse experiment ``path`` on ``n`` prompts into ``out``; returns what rehearsal.json holds.
+
+    ``dry_run``: print the stand-ins and the stages in the order they would run; run nothing, write nothing.
+    """
     from safepref import rehearse_estimate
     from safepref.pipeline import load_experiment
 
@@ -424,11 +427,15 @@ def rehearse_experiment(path: str | Path, n: int, out: str | Path | None = None,
         budget_s = float(os.environ[BUDGET_ENV])
     plan = rehearsal_plan(exp, n)
     run_dir = Path(out or Path("runs") / f"{exp.name}-rehearsal").resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     stages, keys, rep = rehearsal_stages(plan.experiment, run_dir)
     log(f"rehearsing {exp.name} on {n} prompts with random weights ({len(stages)} stages) in {run_dir}")
     for row in plan.substitutions:
         log(f"  {row['what']}: {row['real']} -> {row['rehearsal']} ({row['why']})")
+    if dry_run:
+        for number, stage in enumerate(stages, start=1):
+            log(f"  {number:>2}. {stage.name}  {stage.description}")
+        return {"experiment": exp.name, "stages": [s.name for s in stages], "substitutions": plan.substitutions}
+    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results = _run_stages(stages, keys, rep, run_dir, budget_s, log)
     _drop_weights(Path(os.environ.get(SHARED_ENV) or run_dir))

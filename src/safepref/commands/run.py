@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rehearse is not None:
         from safepref.rehearse import rehearse_experiment
 
-        rehearse_experiment(args.experiment, args.rehearse, args.out, args.overrides)
+        rehearse_experiment(args.experiment, args.rehearse, args.out, args.overrides, dry_run=args.dry_run)
         return 0
     result = run_experiment(args.experiment, args.out, args.overrides, dry_run=args.dry_run)
     if args.dry_run:
