@@ -116,9 +116,10 @@ def pick_preset(preset: str, device: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- data
 
 
-def training_pairs(config: FinetunedRMConfig, report: dict[str, Any]) -> dict[str, list[PreferencePair]]:
-    """Pairs of each split (train/dev/test): the pair sources plus the labelled answers' pairs; pairs with
-    identical sides are dropped and counted in ``report["dropped_identical_sides"]``."""
+def training_pairs(config: FinetunedRMConfig,
+                   report: dict[str, Any]) -> tuple[dict[str, list[PreferencePair]], set[str]]:
+    """(pairs of each split, ids of the prompts trained on). A split's pairs: the pair sources plus the
+    labelled answers' pairs; pairs with identical sides are dropped, counted in ``report``."""
     splits = split_sources(config.pairs, config.labels, config.exclude, config.fractions, config.seed,
                            config.limit, report)
     out: dict[str, list[PreferencePair]] = {}
@@ -130,8 +131,7 @@ def training_pairs(config: FinetunedRMConfig, report: dict[str, Any]) -> dict[st
         dropped += len(split.pairs) + len(derived) - len(kept)
         out[name] = kept
     report["dropped_identical_sides"] = dropped
-    report["_seen"] = seen_prompt_ids(splits)
-    return out
+    return out, seen_prompt_ids(splits)
 
 
 def _tokenized(pairs: list[PreferencePair], tokenizer: Any, input_format: str, max_length: int) -> Any:
@@ -224,8 +224,7 @@ def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto
     device = pick_device(device)
     check_out(out, overwrite)
     report: dict[str, Any] = {"config": asdict(config)}
-    splits = training_pairs(config, report)
-    seen = report.pop("_seen")
+    splits, seen = training_pairs(config, report)
     if not splits["train"] or not splits["dev"]:
         raise DataError(f"the train or dev split holds no pairs (train {len(splits['train'])}, dev "
                         f"{len(splits['dev'])}): more data (--limit) or a larger dev_fraction")
