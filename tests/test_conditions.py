@@ -130,3 +130,22 @@ def test_the_build_stage_calls_the_library_and_records_the_command_it_equals(tin
         for name in ("pairs.jsonl", "datasheet.json"):
             assert (tmp_path / "typed" / name).read_text() == (out / name).read_text(), (condition, name)
         assert summary["pairs"] == (6 if condition == "original" else summary["prompts"])
+
+
+def test_build_options_are_made_from_build_config():
+    import argparse
+
+    from safepref.build import BuildConfig
+    from safepref.commands.build import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["peer-rm", "--out", "o", "--pool", "a", "--pool", "b", "--rescore",
+                              "--limit-prompts", "7", "--min-sources", "3"])
+    assert vars(args) == {**vars(BuildConfig("x", "y")), "recipe": "peer-rm", "out": "o", "pool": ["a", "b"],
+                          "rescore": True, "limit_prompts": 7, "min_sources": 3}
+    assert parser.parse_args(["self-rm", "--out", "o"]).pool == []  # the default list is not shared
+    help_text = parser.format_help()
+    assert "--target-greedy FILE" in help_text and "--max-per-prompt K" in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["self-rm"])  # --out is required: BuildConfig.out has no default

@@ -29,26 +29,35 @@ INPUT_FLAGS = {"human": "--human", "target_greedy": "--target-greedy", "target_s
 class BuildConfig:
     """One preference set: the recipe or condition, its inputs, limits and outputs (the command's flags)."""
 
-    recipe: str = field(help="recipe or condition name")
+    recipe: str = field(help="recipe or condition name (see above)")
     out: str = field(help="output folder")
-    target_greedy: str | None = field(None, help="the target's greedy answers (safepref generate --preset "
-                                                 "paper-greedy)")
-    target_samples: str | None = field(None, help="the target's sampled answers (safepref generate --preset "
-                                                  "paper-sample)")
-    chosen: str | None = field(None, help="chosen-side answers for x-self / x-self-rm")
-    human: str | None = field(None, help="human-labelled pairs for original / hc-self")
-    pool: list[str] = field(default_factory=list, help="pool sources for pool-rm; label=SPEC names one")
-    rm: str | None = field(None, help="reward model: hf:<id>, offline:<name>, length")
-    proxy: str | None = field(None, help="this set only stands in for the condition: why")
-    rescore: bool = field(False, help="score every answer with rm, even scored ones")
+    target_greedy: str | None = field(None, metavar="FILE", help="the target's greedy answers (safepref generate "
+                                                                 "--preset paper-greedy)")
+    target_samples: str | None = field(None, metavar="FILE", help="the target's sampled answers (safepref generate "
+                                                                  "--preset paper-sample)")
+    chosen: str | None = field(None, metavar="SOURCE", help="chosen-side answers for x-self / x-self-rm (gpt4o, "
+                                                            "pku-safe-sft, a JSONL, ...)")
+    human: str | None = field(None, metavar="PAIRS_SPEC", help="human-labelled pairs for original / hc-self "
+                                                               "(pku-realign, pku-paper, a file)")
+    pool: list[str] = field(default_factory=list, metavar="SOURCE",
+                            help="a pool source for pool-rm (repeatable); label=SPEC names it")
+    rm: str | None = field(None, metavar="SPEC", help="reward model: hf:<id>, offline:<name>, length")
+    proxy: str | None = field(None, metavar="NOTE", help="this set only stands in for the condition (e.g. Peer+RM "
+                                                         "without peers of the target's size): NOTE says why; the "
+                                                         "datasheet and the report label it a proxy")
+    rescore: bool = field(False, help="score every answer with --rm, even scored ones")
     device: str = field("auto", help="device for the reward model (auto, cpu, cuda)")
-    prompts: str | None = field(None, help="keep only the prompts of this source")
-    limit_prompts: int | None = field(None, help="keep N common prompts (smallest prompt_id first)")
-    max_per_prompt: int | None = field(None, help="at most K pairs a prompt")
-    min_chars: int | None = field(None, help="self-rm / pool-rm: shortest valid answer (default 5)")
-    min_samples: int | None = field(None, help="self-rm / pool-rm: valid answers a prompt needs (default 2)")
-    min_sources: int = field(2, help="pool-rm: sources a prompt needs")
-    tokenizer: str = field("auto", help="tokenizer for datasheet lengths: auto, a model spec, or none")
+    prompts: str | None = field(None, metavar="SPEC", help="keep only the prompts of this source")
+    limit_prompts: int | None = field(None, metavar="N", help="keep N common prompts (smallest prompt_id first)")
+    max_per_prompt: int | None = field(None, metavar="K", help="at most K pairs a prompt (original, hc-self, "
+                                                               "x-self, x-self-rm)")
+    min_chars: int | None = field(None, help="self-rm / pool-rm: shortest valid answer in characters (default 5, "
+                                             "the study's)")
+    min_samples: int | None = field(None, help="self-rm / pool-rm: valid answers a prompt needs (default 2, the "
+                                               "study's)")
+    min_sources: int = field(2, help="pool-rm: sources a prompt needs (default 2)")
+    tokenizer: str = field("auto", help="tokenizer for datasheet lengths: auto (the target model's), a model spec, "
+                                        "or none (whitespace words)")
     refusal_phrases: str = field("gcg-v1", help="refusal phrase list (gcg-v1, more-is-less-v1)")
 
 

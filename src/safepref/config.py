@@ -25,11 +25,14 @@ from safepref.errors import ConfigError, did_you_mean
 T = TypeVar("T")
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with help text (shown by ``--help`` and in config docs)."""
+def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
+          metavar: str | None = None) -> Any:
+    """A dataclass field with help text (shown by ``--help`` and in config docs) and, for a command-line
+    option made from it (``add_arguments_from``), the placeholder its help shows."""
+    metadata = {"help": help, **({"metavar": metavar} if metavar else {})}
     if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -246,6 +249,36 @@ def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
         inner = next((t for t in (hints[head], *typing.get_args(hints[head])) if dataclasses.is_dataclass(t)), None)
         if inner is not None and (rest or isinstance(value, dict)):
             check_keys(inner, {rest: value} if rest else value, f"{where}.{head}")
+
+
+def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ()) -> None:
+    """One command-line option per field of dataclass ``cls`` (``--max-per-prompt`` for ``max_per_prompt``), its
+    help from the field, so a setting is defined once: fields without a default are required, ``positional``
+    ones are arguments, bools are switches, lists repeat, ints and floats are parsed as such."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        options: dict[str, Any] = {"help": f.metadata.get("help", "")}
+        if f.name in positional:
+            parser.add_argument(f.name, **options)
+            continue
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `X | None`: an option of type X
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            options["required"] = True
+        else:
+            options["default"] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", **options)
+            continue
+        if "metavar" in f.metadata:
+            options["metavar"] = f.metadata["metavar"]
+        if typing.get_origin(kind) is list:
+            options["action"] = "append"
+        elif kind in (int, float):
+            options["type"] = int if kind is int else finite_float
+        parser.add_argument(flag, **options)
 
 
 def help_text(cls: type) -> str:

@@ -38,38 +38,10 @@ from safepref.redact import command_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe or condition name (see above)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--target-greedy", default=None, metavar="FILE",
-                        help="the target's greedy answers (safepref generate --preset paper-greedy)")
-    parser.add_argument("--target-samples", default=None, metavar="FILE",
-                        help="the target's sampled answers (safepref generate --preset paper-sample)")
-    parser.add_argument("--chosen", default=None, metavar="SOURCE",
-                        help="chosen-side answers for x-self / x-self-rm (gpt4o, pku-safe-sft, a JSONL, ...)")
-    parser.add_argument("--human", default=None, metavar="PAIRS_SPEC",
-                        help="human-labelled pairs for original / hc-self (pku-realign, pku-paper, a file)")
-    parser.add_argument("--pool", action="append", default=[], metavar="SOURCE",
-                        help="a pool source for pool-rm (repeatable); label=SPEC names it")
-    parser.add_argument("--rm", default=None, metavar="SPEC", help="reward model: hf:<id>, offline:<name>, length")
-    parser.add_argument("--proxy", default=None, metavar="NOTE",
-                        help="this set only stands in for the condition (e.g. Peer+RM without peers of the "
-                             "target's size): NOTE says why; the datasheet and the report label it a proxy")
-    parser.add_argument("--rescore", action="store_true", help="score every answer with --rm, even scored ones")
-    parser.add_argument("--device", default="auto", help="device for the reward model (auto, cpu, cuda)")
-    parser.add_argument("--prompts", default=None, metavar="SPEC", help="keep only the prompts of this source")
-    parser.add_argument("--limit-prompts", type=int, default=None, metavar="N",
-                        help="keep N common prompts (smallest prompt_id first)")
-    parser.add_argument("--max-per-prompt", type=int, default=None, metavar="K",
-                        help="at most K pairs a prompt (original, hc-self, x-self, x-self-rm)")
-    parser.add_argument("--min-chars", type=int, default=None,
-                        help="self-rm / pool-rm: shortest valid answer in characters (default 5, the study's)")
-    parser.add_argument("--min-samples", type=int, default=None,
-                        help="self-rm / pool-rm: valid answers a prompt needs (default 2, the study's)")
-    parser.add_argument("--min-sources", type=int, default=2, help="pool-rm: sources a prompt needs (default 2)")
-    parser.add_argument("--tokenizer", default="auto",
-                        help="tokenizer for datasheet lengths: auto (the target model's), a model spec, or none "
-                             "(whitespace words)")
-    parser.add_argument("--refusal-phrases", default="gcg-v1", help="refusal phrase list (gcg-v1, more-is-less-v1)")
+    from safepref.build import BuildConfig
+    from safepref.config import add_arguments_from
+
+    add_arguments_from(parser, BuildConfig, positional=("recipe",))  # one option per field, help from the field
 
 
 def run(args: argparse.Namespace) -> int:
