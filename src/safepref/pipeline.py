@@ -402,7 +402,7 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
             *checks.rm_train_options(s["options"])]]),
             settings, [], description="train the offline safety reward model"))
     for condition in trained:
-        stages.append(_build_stage(exp, condition, answer_spec, device, rm_stage))
+        stages.append(_build_stage(exp, condition, answer_spec, rm_stage))
     if exp.audit is not None and trained:
         stages.append(_audit_stage(exp, trained, device))
     stages += [_train_stage(exp, condition, seed, seeds) for condition in trained for seed in seeds]
@@ -452,8 +452,7 @@ def _abs(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
-def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, device: list[str],
-                 rm_stage: str | None) -> Stage:
+def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, rm_stage: str | None) -> Stage:
     deps = ["prompts"] + ([rm_stage] if rm_stage else [])
     settings: dict[str, Any] = {"condition": condition}
     flags: list[tuple[str, str, str | None]] = []  # (flag, spec, stage that holds it)
