@@ -12,7 +12,6 @@ On a GPU the model runs in bf16 with batches of 32; on a CPU in float32 with bat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +119,6 @@ def _require_head(model: str, config: Any) -> None:
 def _seen_ids(model: str) -> set[str]:
     path = Path(model).expanduser() / "seen_prompt_ids.txt"
     return set(path.read_text(encoding="utf-8").split()) if path.is_file() else set()
-
-
-def checkpoint_format(folder: Path) -> str | None:
-    """The ``reward_input_format`` a checkpoint's config.json names, if any (None for unreadable JSON)."""
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get(CONFIG_KEY)
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def load_hf_reward_model(target: str, device: str = "auto") -> HFRewardModel:
