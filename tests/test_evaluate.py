@@ -409,8 +409,13 @@ def test_refusal_rates_worked_by_hand(tmp_path, capsys):
                  str(unsafe), "--out", str(tmp_path / "out")]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     # keyword: "illegal" counts the first (helpful) answer as a refusal; opening does not.
+    # Wilson 95% intervals by hand (z = 1.96): 2 of 4 -> 0.5 -+ 0.35 = [0.15, 0.85]; 1 of 4 -> [0.0456, 0.6994].
     assert metrics["safe"] == {"n": 4, "refusal_rate": {"keyword": 0.5, "opening": 0.25},
-                               "undecided": {"keyword": 0, "opening": 0}}
+                               "undecided": {"keyword": 0, "opening": 0},
+                               "ci": {"keyword": {"rate": 0.5, "k": 2, "n": 4, "ci95": [0.15, 0.85],
+                                                  "method": "wilson"},
+                                      "opening": {"rate": 0.25, "k": 1, "n": 4, "ci95": [0.0456, 0.6994],
+                                                  "method": "wilson"}}}
     assert metrics["unsafe"]["compliance_rate"] == {"keyword": 0.5, "opening": 0.5}
     assert metrics["answers_not_in_prompt_sets"] == 1
     assert "opening" in capsys.readouterr().out
