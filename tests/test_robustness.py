@@ -373,6 +373,22 @@ def test_an_existing_file_as_out_is_refused_before_any_work(tmp_path, capsys, ar
     assert target.read_text() == "keep me"
 
 
+def test_build_never_writes_over_files_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "pairs.jsonl").write_text("my own pairs\n")
+    argv = ["build", "original", "--human", "pku-realign", "--limit-prompts", "2", "--out", str(out)]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "holds pairs.jsonl that no safepref build wrote" in err and len(err.splitlines()) == 1
+    assert (out / "pairs.jsonl").read_text() == "my own pairs\n"
+    # Its own output is replaced by a rerun: a build into a fresh folder, then the same build again.
+    fresh = tmp_path / "set"
+    assert main([*argv[:-1], str(fresh)]) == 0
+    first = (fresh / "pairs.jsonl").read_text()
+    assert main([*argv[:-1], str(fresh)]) == 0 and (fresh / "pairs.jsonl").read_text() == first != ""
+
+
 def test_an_out_inside_a_read_only_folder_is_refused(tmp_path, capsys, monkeypatch):
     import os
 

@@ -12,6 +12,7 @@ pairs.jsonl, datasheet.json, datasheet.md and summary.json (written last). See `
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
@@ -288,6 +289,26 @@ def command_for(config: BuildConfig) -> list[str]:
     return argv
 
 
+OWN_FILES = ("pairs.jsonl", "summary.json", "datasheet.json", "datasheet.md")
+
+
+def _check_own_files(out: Path) -> None:
+    """Refuse to write over files a build did not write: a pairs.jsonl, summary.json or datasheet in ``out`` is
+    replaced only when summary.json is a build's own (it names a recipe)."""
+    from safepref.errors import SafeprefError
+
+    present = [name for name in OWN_FILES if (out / name).exists()]
+    if not present:
+        return
+    try:
+        own = "recipe" in json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError, TypeError):
+        own = False
+    if not own:
+        raise SafeprefError(f"{out} holds {', '.join(present)} that no safepref build wrote (no build summary.json);"
+                            " they are never replaced: choose another --out")
+
+
 def build_set(config: BuildConfig, command: str | None = None) -> dict[str, Any]:
     """Build the preference set ``config`` describes into ``config.out``; returns its summary (summary.json).
     ``command`` is recorded as the command that ran (default: the equivalent `safepref build` line)."""
@@ -307,6 +328,7 @@ def build_set(config: BuildConfig, command: str | None = None) -> dict[str, Any]
         print(f"note: condition gpt4o-self with --chosen {config.chosen} (not the gpt4o source)", file=sys.stderr)
     rm = None
     check_output_dir(config.out)  # before the reward model loads: a bad --out must not cost its loading time
+    _check_own_files(Path(config.out))
     if config.rm:  # load first: a bad reward model name fails before any data is read
         from safepref.reward import load_reward_model
 
