@@ -751,3 +751,13 @@ def test_a_judge_save_refuses_a_foreign_folder(tmp_path):
     (folder / "x").write_text("")
     with pytest.raises(SafeprefError, match="holds no judge .no meta.json.; it is never replaced"):
         check_replaceable(folder, "meta.json", "judge")
+
+
+def test_json_outputs_are_strict_json(tmp_path):
+    from safepref.records import write_json, write_jsonl
+
+    write_json(tmp_path / "a.json", {"auc": float("nan"), "rows": [1.5, float("inf")], "k": (2, -float("inf"))})
+    write_jsonl(tmp_path / "b.jsonl", [{"score": float("nan"), "ok": 0.25}])
+    assert (tmp_path / "a.json").read_text() == ('{\n  "auc": null,\n  "rows": [\n    1.5,\n    null\n  ],\n'
+                                                 '  "k": [\n    2,\n    null\n  ]\n}\n')
+    assert (tmp_path / "b.jsonl").read_text() == '{"score": null, "ok": 0.25}\n'

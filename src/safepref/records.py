@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -248,7 +249,7 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
     with _atomic_writer(path) as handle:
         for row in rows:
             obj = row if isinstance(row, dict) else to_dict(row)
-            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(finite_json(obj), ensure_ascii=False, allow_nan=False) + "\n")
             count += 1
     return count
 
@@ -276,10 +277,22 @@ def read_json(path: str | Path, kind: type = dict, missing_ok: bool = False) -> 
     return data
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: strict JSON (NaN is not JSON; other readers reject
+    it), a missing value read back as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write one JSON document atomically."""
+    """Write one JSON document atomically, strict JSON (non-finite floats written as null)."""
     with _atomic_writer(path) as handle:
-        json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
+        json.dump(finite_json(obj), handle, indent=2, ensure_ascii=False, default=str, allow_nan=False)
         handle.write("\n")
 
 

@@ -242,9 +242,11 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
         for spec in columns:
             rep = next((r for r in result["representations"] if r["spec"] == spec), None)
             probe = rep["best"] if rep else {"auc": np.nan, "auc_ci": [np.nan, np.nan]}
-            aucs.append(probe["auc"])
-            lows.append(probe["auc"] - probe["auc_ci"][0] if not np.isnan(probe["auc_ci"][0]) else 0)
-            highs.append(probe["auc_ci"][1] - probe["auc"] if not np.isnan(probe["auc_ci"][1]) else 0)
+            # A value not computed is NaN in memory and null once read back from JSON.
+            auc, low, high = (np.nan if v is None else float(v) for v in (probe["auc"], *probe["auc_ci"]))
+            aucs.append(auc)
+            lows.append(0 if np.isnan(low) or np.isnan(auc) else auc - low)
+            highs.append(0 if np.isnan(high) or np.isnan(auc) else high - auc)
         axes[0].bar(x + (k - (len(results) - 1) / 2) * width, aucs, width, yerr=[lows, highs], capsize=2,
                     label=result["name"])
     axes[0].axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
