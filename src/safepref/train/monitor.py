@@ -11,7 +11,7 @@ instead of *which answer is safe*. That shows up in the training curves before a
 
 TRL logs ``rewards/chosen``, ``rewards/rejected`` (beta times the policy-minus-reference log-ratio, summed over
 the answer's tokens), ``rewards/accuracies``, ``rewards/margins`` and ``logps/chosen``/``logps/rejected``; the
-trainer in ``dpo.py`` adds ``length/chosen``, ``length/rejected`` and ``length/gap`` (answer tokens per batch).
+trainer in ``dpo_setup.py`` adds ``length/chosen``, ``length/rejected`` and ``length/gap`` (answer tokens per batch).
 ``MetricsWriter`` writes each logged row to ``metrics.jsonl``; the pure functions below turn those rows into
 ``summary.json``'s ``monitor`` section, and ``plot_curves`` draws them.
 
