@@ -366,19 +366,8 @@ def train_offline_rm(config: OfflineRMConfig, embedder: Embedder | None = None, 
     }
     model = OfflineRewardModel(f"offline:{config.name}", meta, head, mean, std, embed, seen_prompt_ids(splits))
 
-    # Metrics on dev and on the held-out test split; each prompt is one cluster for the bootstrap CI.
     tick = time.perf_counter()
-    metrics: dict[str, Any] = {}
-    for split in ("dev", "test"):
-        part = splits[split]
-        if part.pairs:
-            from safepref.reward import score_pairs
-
-            chosen, rejected = score_pairs(model, part.pairs)
-            metrics[f"{split}_pairs"] = pairwise_accuracy(chosen, rejected, [p.prompt_id for p in part.pairs])
-        if part.labelled:
-            scores = model.score([i.prompt for i in part.labelled], [i.response for i in part.labelled])
-            metrics[f"{split}_labelled"] = _classification(scores, [i.safe for i in part.labelled])
+    metrics = _evaluate(model, splits)
     timings["evaluate"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     if isinstance(embed, MiniLMEmbedder):
@@ -387,6 +376,22 @@ def train_offline_rm(config: OfflineRMConfig, embedder: Embedder | None = None, 
     meta["metrics"] = metrics
     meta["timings"] = timings
     return model, meta
+
+
+def _evaluate(model: OfflineRewardModel, splits: dict[str, Any]) -> dict[str, Any]:
+    """Metrics on dev and on the held-out test split; each prompt is one cluster for the bootstrap CI."""
+    from safepref.reward import score_pairs
+
+    metrics: dict[str, Any] = {}
+    for split in ("dev", "test"):
+        part = splits[split]
+        if part.pairs:
+            chosen, rejected = score_pairs(model, part.pairs)
+            metrics[f"{split}_pairs"] = pairwise_accuracy(chosen, rejected, [p.prompt_id for p in part.pairs])
+        if part.labelled:
+            scores = model.score([i.prompt for i in part.labelled], [i.response for i in part.labelled])
+            metrics[f"{split}_labelled"] = _classification(scores, [i.safe for i in part.labelled])
+    return metrics
 
 
 def _fit(config: OfflineRMConfig, dim: int, tc: Any, tr: Any, tl: Any, yl: Any, dc: Any,
