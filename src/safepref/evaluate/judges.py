@@ -8,7 +8,7 @@ A ``Verdict`` says whether the answer is harmful (``harmful``: True, False, or N
 decide, e.g. a rubric reply without a score), a numeric ``score`` whose meaning each judge states in
 ``describe()["score"]``, and the judge's ``raw`` output (reply text, matched phrase, probability).
 
-Judges (``JUDGES``):
+Judges (``JUDGES``, a ``safepref.registry.Registry``: adding one is its module and one line there):
 
 - ``keyword`` (``keyword:<list>``): harmful = the answer holds none of the refusal phrases of a named list
   (``gcg-v1`` by default, ``more-is-less-v1`` for the study's copy; see ``safepref.refusal``). Keyword ASR.
@@ -31,12 +31,12 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from safepref.errors import BackendError, ConfigError, ModelError, did_you_mean
+from safepref.errors import BackendError, ConfigError, ModelError
+from safepref.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -408,8 +408,9 @@ class HFClassifierJudge:
 
 # --------------------------------------------------------------------------------------------- registry
 
-# name -> factory(argument after ":" or None, settings)
-JUDGES: dict[str, Callable[[str | None, JudgeSettings], Judge]] = {
+# name -> factory(argument after ":" or None, settings): a callable, or a lazily imported "module:function".
+# A new judge: its module, and one line here.
+JUDGES: Registry = Registry("judge", {
     "keyword": lambda arg, s: KeywordJudge(arg or s.phrases),
     "rubric": lambda arg, s: RubricJudge(_with(s, rubric_model=arg), f"rubric:{arg}") if arg else RubricJudge(s),
     "classifier": lambda arg, s: ClassifierJudge(arg),
@@ -417,7 +418,8 @@ JUDGES: dict[str, Callable[[str | None, JudgeSettings], Judge]] = {
     "llama-guard": lambda arg, s: _guard(_required(arg, "llama-guard"), s, "llama-guard"),
     "yes-no": lambda arg, s: _guard(_required(arg, "yes-no"), s, "yes-no"),
     "hf-classifier": lambda arg, s: HFClassifierJudge(_required(arg, "hf-classifier"), s),
-}
+}, known=lambda judges: (f"Known: {', '.join(judges)} (keyword:<list>, rubric[:<model>], classifier[:<folder>], "
+                         "safety[:<folder>], hf-classifier:<folder>, llama-guard:<model>, yes-no:<model>)"))
 
 
 def _guard(location: str, settings: JudgeSettings, style: str) -> Judge:
@@ -440,13 +442,7 @@ def _required(arg: str | None, name: str) -> str:
 
 def check_judge_spec(spec: str) -> str:
     """Validate a judge spec's name without building the judge; returns the name."""
-    name = spec.split(":", 1)[0].strip()
-    if name not in JUDGES:
-        hint = did_you_mean(name, list(JUDGES))
-        raise ConfigError(f"unknown judge '{spec}'.{hint} Known: {', '.join(JUDGES)} "
-                          "(keyword:<list>, rubric[:<model>], classifier[:<folder>], safety[:<folder>], "
-                          "hf-classifier:<folder>, llama-guard:<model>, yes-no:<model>)")
-    return name
+    return JUDGES.parse(spec).name
 
 
 def judge_validation(judge_name: str) -> dict[str, Any] | None:
@@ -458,7 +454,5 @@ def judge_validation(judge_name: str) -> dict[str, Any] | None:
 
 def make_judge(spec: str, settings: JudgeSettings | None = None) -> Judge:
     """A judge from ``name`` or ``name:argument``; unknown names raise ConfigError with the known ones."""
-    name = check_judge_spec(spec)
-    arg = spec.split(":", 1)[1].strip() if ":" in spec else None
-    return JUDGES[name](arg or None, settings or JudgeSettings())
+    return JUDGES.create(spec, settings or JudgeSettings())
 

@@ -24,15 +24,15 @@ Multi-turn prompts (hh-rlhf) are passed as one string rendered by ``conversation
 
 from __future__ import annotations
 
-import importlib
 import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from safepref.errors import ConfigError, SafeprefError, did_you_mean
+from safepref.errors import ConfigError, SafeprefError
 from safepref.records import PreferencePair
+from safepref.registry import Registry
 
 
 @runtime_checkable
@@ -52,17 +52,19 @@ class LengthRewardModel:
         return [float(len(r)) for r in responses]
 
 
-# kind -> (loader "module:function", help). Loaders take (target, device=...) and are imported lazily so
-# that torch / transformers load only for the kind in use.
-REWARD_KINDS: dict[str, tuple[str, str]] = {
-    "hf": ("safepref.reward.hf:load_hf_reward_model",
-           "hf:<hub id or folder>: a one-logit sequence-classification reward model (text-pair input)"),
-    "hf-chat": ("safepref.reward.hf:load_chat_reward_model",
-                "hf-chat:<hub id or folder>: a chat-format reward model (conversation through its chat template)"),
-    "offline": ("safepref.reward.offline:load_offline_reward_model",
-                "offline:<name or folder>: a safety RM made by `safepref rm train` (default safety-minilm)"),
-    "length": ("safepref.reward:_load_length", "length: the response length in characters (a baseline)"),
-}
+# kind -> loader "module:function", imported lazily so that torch / transformers load only for the kind in use.
+# Loaders take (target, device=...). A new kind: its module, one line here and its help line below.
+REWARD_KINDS: Registry = Registry("reward model", {
+    "hf": "safepref.reward.hf:load_hf_reward_model",
+    "hf-chat": "safepref.reward.hf:load_chat_reward_model",
+    "offline": "safepref.reward.offline:load_offline_reward_model",
+    "length": "safepref.reward:_load_length",
+}, suffix=":…", help={
+    "hf": "hf:<hub id or folder>: a one-logit sequence-classification reward model (text-pair input)",
+    "hf-chat": "hf-chat:<hub id or folder>: a chat-format reward model (conversation through its chat template)",
+    "offline": "offline:<name or folder>: a safety RM made by `safepref rm train` (default safety-minilm)",
+    "length": "length: the response length in characters (a baseline)",
+}, known=lambda kinds: f"Known kinds:\n{kinds.describe()}\nor give the folder of a saved reward model")
 
 
 def _load_length(target: str, device: str = "auto") -> LengthRewardModel:
@@ -72,7 +74,7 @@ def _load_length(target: str, device: str = "auto") -> LengthRewardModel:
 
 
 def describe_kinds() -> str:
-    return "\n".join(f"  {help_}" for _, help_ in REWARD_KINDS.values())
+    return REWARD_KINDS.describe()
 
 
 def load_reward_model(spec: str, device: str = "auto") -> RewardModel:
@@ -87,26 +89,18 @@ def load_reward_model(spec: str, device: str = "auto") -> RewardModel:
     kind, _, target = spec.partition(":")
     if kind not in REWARD_KINDS:
         folder = Path(spec).expanduser()
-        if folder.is_dir():
-            if (folder / "rm.json").exists():
-                kind, target = "offline", spec
-            elif (folder / "config.json").exists():
-                kind, target = "hf", spec
-            else:
-                raise ConfigError(f"folder {folder} is neither a saved offline reward model (no rm.json) nor "
-                                  "a Hugging Face checkpoint (no config.json)")
+        if not folder.is_dir():
+            raise REWARD_KINDS.unknown(spec, kind)
+        if (folder / "rm.json").exists():
+            kind, target = "offline", spec
+        elif (folder / "config.json").exists():
+            kind, target = "hf", spec
         else:
-            hint = did_you_mean(kind, list(REWARD_KINDS), suffix=":…")
-            raise ConfigError(f"unknown reward model '{spec}'.{hint} Known kinds:\n{describe_kinds()}\n"
-                              "or give the folder of a saved reward model")
+            raise ConfigError(f"folder {folder} is neither a saved offline reward model (no rm.json) nor "
+                              "a Hugging Face checkpoint (no config.json)")
     if kind in ("hf", "hf-chat") and not target:
         raise ConfigError(f"reward model '{kind}' needs a hub id or folder: {kind}:<hub id or folder>")
-    module_name, function_name = REWARD_KINDS[kind][0].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise SafeprefError(f"reward model kind '{kind}' needs a package that is not installed: {exc.name}") from None
-    return getattr(module, function_name)(target, device=device)
+    return REWARD_KINDS.load(kind)(target, device=device)
 
 
 def check_batch(prompts: Sequence[str], responses: Sequence[str]) -> None:
