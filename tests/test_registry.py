@@ -51,11 +51,12 @@ def test_suffix_known_text_and_describe():
                                                  "  offline:<name>: a saved one")
 
 
-def test_judges_and_reward_models_use_it(monkeypatch, tmp_path):
+def test_judges_reward_models_and_backends_use_it(monkeypatch, tmp_path):
     from safepref.evaluate import judges
+    from safepref.generate import BACKENDS
     from safepref.reward import REWARD_KINDS, load_reward_model
 
-    assert isinstance(judges.JUDGES, Registry) and isinstance(REWARD_KINDS, Registry)
+    assert all(isinstance(r, Registry) for r in (judges.JUDGES, REWARD_KINDS, BACKENDS))
     # A new judge: its own module, and one registry line naming its factory (imported on first use).
     (tmp_path / "echo_judge.py").write_text(
         "from safepref.evaluate.judges import KeywordJudge\n\n"

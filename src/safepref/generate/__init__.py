@@ -30,6 +30,7 @@ from safepref.config import field, require
 from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.generate import shards
 from safepref.records import Prompt, Response, read_records, write_json, write_jsonl
+from safepref.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -125,25 +126,19 @@ class Backend(Protocol):
 
 
 # name -> "module:Class"; imported lazily so that `safepref --help` stays fast and optional
-# dependencies (openai, vllm) are only needed by the backend that uses them.
-BACKENDS: dict[str, str] = {
+# dependencies (openai, vllm) are only needed by the backend that uses them. A new backend: its module (a class
+# taking (model, **options) with the Backend methods) and one line here.
+BACKENDS: Registry = Registry("generation backend", {
     "hf": "safepref.generate.hf:HFBackend",
     "openai": "safepref.generate.openai_api:OpenAIBackend",
     "fast": "safepref.generate.fast:FastBackend",
-}
+})
 
 
 def make_backend(name: str, model: str, **options: Any) -> Backend:
-    """Instantiate a backend by name; unknown names fail with the list of known ones."""
-    if name not in BACKENDS:
-        hint = did_you_mean(name, list(BACKENDS))
-        raise ConfigError(f"unknown generation backend '{name}'.{hint} Known: {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise SafeprefError(f"backend '{name}' needs a package that is not installed: {exc.name}") from None
-    return getattr(module, class_name)(model, **options)
+    """Instantiate a backend by name; unknown names fail with the list of known ones (ConfigError), a missing
+    optional package with its name (SafeprefError)."""
+    return BACKENDS.load(name)(model, **options)
 
 
 def default_backend() -> str:
