@@ -11,8 +11,8 @@ only for the entry in use). ``create`` calls it with the argument after the firs
 none) followed by the caller's arguments. A Registry is a dict, so ``name in registry`` and listing the names
 work as before; a test may add an entry with ``monkeypatch.setitem``.
 
-Used by the judges (``safepref.evaluate.judges.JUDGES``) and the reward models
-(``safepref.reward.REWARD_KINDS``).
+Used by the judges (``safepref.evaluate.judges.JUDGES``), the reward models (``safepref.reward.REWARD_KINDS``)
+and the generation backends (``safepref.generate.BACKENDS``).
 """
 
 from __future__ import annotations
