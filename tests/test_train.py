@@ -363,3 +363,62 @@ def test_embedded_model_lora_smoke(tmp_path, data_root):
     from safepref.models import resolve_model
 
     assert _changed(_weights(Path(resolve_model("smollm2-135m-instruct"))), _weights(tmp_path / "out"))
+
+
+# ------------------------------------------------------------------ speed options (issue 17): same maths, less work
+
+def test_pair_lengths_count_the_prompt_and_the_longer_answer():
+    from datasets import Dataset
+
+    from safepref.train.dpo_setup import pair_lengths
+
+    # TRL pads chosen and rejected of a batch together: a pair costs prompt + max(chosen, rejected) positions.
+    dataset = Dataset.from_dict({"prompt_ids": [[1, 2], [1], [5, 6, 7]],
+                                 "chosen_ids": [[3], [3, 4, 5], [8, 8]],
+                                 "rejected_ids": [[4, 5, 6], [6], [9, 9]]})
+    assert pair_lengths(dataset) == [2 + 3, 1 + 3, 3 + 2]
+
+
+def _grouping_trainer(lengths: list[int], batch: int, group: bool):
+    """A MonitoredDPOTrainer shell holding just what ``_get_train_sampler`` reads (no model)."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from safepref.train.dpo_setup import _trainer_class
+
+    trainer = object.__new__(_trainer_class(group))
+    trainer.args = SimpleNamespace(train_batch_size=batch, gradient_accumulation_steps=1, data_seed=None, seed=7)
+    trainer.train_dataset = Dataset.from_dict({"prompt_ids": [[0]] * len(lengths),
+                                               "chosen_ids": [[0] * (n - 1) for n in lengths],
+                                               "rejected_ids": [[0]] * len(lengths)})
+    return trainer
+
+
+def test_group_by_length_sorts_each_mega_batch_and_keeps_every_pair():
+    lengths = [(i * 37) % 32 + 2 for i in range(32)]  # 2..33, each once, scrambled
+    order = list(_grouping_trainer(lengths, batch=2, group=True)._get_train_sampler())
+    assert sorted(order) == list(range(32))  # the same pairs, each once
+    assert lengths[order[0]] == 33  # the longest batch first (an out-of-memory shows at step 1)
+    # transformers' mega-batch: min(32 // (4 x 2), 50) = 4 batches = 8 pairs, each sorted longest first
+    # (its first slot may hold the pair swapped out for the longest one)
+    for start in range(0, 32, 8):
+        chunk = [lengths[i] for i in order[start:start + 8]]
+        assert chunk[1:] == sorted(chunk[1:], reverse=True)
+    again = list(_grouping_trainer(lengths, batch=2, group=True)._get_train_sampler())
+    assert again == order  # seeded: the same order on every run and on resume
+
+
+def test_lora_precomputed_reference_gives_the_live_reference_losses(tmp_path, pairs_file, tiny_model_dir):
+    def losses(name: str, precompute: bool) -> list[float]:
+        config = tiny_config(finetune="lora", max_steps=3, precompute_ref_log_probs=precompute,
+                             monitor={"probe_pairs": 0})
+        summary = train_dpo(str(pairs_file), str(tiny_model_dir), config, tmp_path / name)
+        assert summary["status"] == "complete"
+        rows = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(r)["loss"] for r in rows]
+
+    live, precomputed = losses("live", False), losses("precomputed", True)
+    # step 1: LoRA's B starts at zero, so policy == reference and the loss is -log sigmoid(0) = ln 2 = 0.693147
+    assert precomputed[0] == pytest.approx(0.693147, abs=1e-5)
+    assert precomputed == pytest.approx(live, abs=1e-5)  # the adapter-off pass once == the adapter-off pass per step

@@ -216,7 +216,7 @@ def _make_trainer(location: str, config: DPOTrainConfig, run: _Run, args: Any, d
     if config.finetune == "full" and not config.precompute_ref_log_probs:
         ref_model = _load_causal_lm(location, run.model_dtype, config.trust_remote_code)
     writer = mon.MetricsWriter(out / "metrics.jsonl")
-    trainer = _trainer_class()(
+    trainer = _trainer_class(config.group_by_length)(
         model=policy, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=_peft_config(config), callbacks=[writer, *(callbacks or [])])
     return trainer, writer

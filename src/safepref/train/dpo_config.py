@@ -85,9 +85,13 @@ class DPOTrainConfig:
                                        "never truncated")
     prompt_format: str = field("chat", help="chat (tokenizer's chat template), raw (prompt text as is, the "
                                             "study's base/SFT models) or alpaca")
-    precompute_ref_log_probs: bool = field(False, help="score the reference model once before training, "
-                                                       "so full fine-tuning keeps no reference copy in memory")
+    precompute_ref_log_probs: bool = field(False, help="score the reference model once before training: "
+                                                       "no reference forward in each step (LoRA too) and, for "
+                                                       "full fine-tuning, no reference copy in memory")
     precompute_ref_batch_size: int | None = field(None, help="batch for that pass (None = training batch)")
+    group_by_length: bool = field(True, help="batch pairs of similar token length together (transformers' "
+                                             "LengthGroupedSampler): less padding, the same pairs each epoch "
+                                             "in another order; false = TRL's random order")
     gradient_checkpointing: bool = field(True, help="recompute activations: less memory, ~20-30% slower")
     precision: str = field("auto", help="auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or fp32: "
                                         "autocast precision of the forward/backward")
@@ -139,8 +143,6 @@ class DPOTrainConfig:
         require(self.save_steps >= 0, "save_steps", "must be >= 0")
         require(self.save_total_limit >= 1, "save_total_limit", "must be >= 1")
         require(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be >= 0")
-        require(not (self.precompute_ref_log_probs and self.finetune == "lora"), "precompute_ref_log_probs",
-                "not needed with LoRA: the reference is the base model with the adapter switched off")
 
     @property
     def resolved_learning_rate(self) -> float:

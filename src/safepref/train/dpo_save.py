@@ -73,6 +73,11 @@ def probe_pairs(trainer: Any, count: int, seed: int) -> dict[str, list[float]] |
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     keep = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps")
             if c in dataset.column_names]
+    # scored longest first, in batches of similar length: little padding (the margins do not depend on the order)
+    from safepref.train.dpo_setup import pair_lengths
+
+    lengths = pair_lengths(dataset.select(order))
+    order = [i for _, i in sorted(zip(lengths, order, strict=True), reverse=True)]
     subset = dataset.select(order).select_columns(keep)
     loader = DataLoader(subset, batch_size=trainer.args.per_device_train_batch_size,
                         collate_fn=trainer.data_collator)

@@ -68,11 +68,46 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-def _trainer_class() -> type:
-    """TRL's DPOTrainer plus the answers' token lengths per batch (``length/*`` in the logs)."""
+def pair_lengths(dataset: Any) -> list[int]:
+    """Padded row length of each tokenized pair: TRL pads chosen and rejected of a batch to one length, so a
+    pair costs its prompt plus the longer of its two answers."""
+    prompts, chosen, rejected = dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]
+    return [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
+
+
+def _trainer_class(group_by_length: bool = False) -> type:
+    """TRL's DPOTrainer plus the answers' token lengths per batch (``length/*`` in the logs) and, with
+    ``group_by_length``, batches of pairs of similar length (transformers' LengthGroupedSampler)."""
     from trl import DPOTrainer
 
     class MonitoredDPOTrainer(DPOTrainer):
+        def _get_train_sampler(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            import torch
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            dataset = args[0] if args else kwargs.get("train_dataset", self.train_dataset)
+            columns = getattr(dataset, "column_names", None) or []
+            if not group_by_length or "chosen_ids" not in columns:
+                return super()._get_train_sampler(*args, **kwargs)
+            # TRL's tokenized columns hold the lengths; transformers' own grouping looks for input_ids, which a
+            # DPO dataset does not have. A seeded generator: the same order on every run and after --resume.
+            generator = torch.Generator().manual_seed(self.args.data_seed or self.args.seed)
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=pair_lengths(dataset), generator=generator)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):  # noqa: ANN001, ANN202
+            # TRL scores the reference in dataset order, each batch padded to its longest pair; in length order
+            # the same pass pads almost nothing. The scores are put back in the dataset's own order.
+            columns = getattr(dataset, "column_names", None) or []
+            if "chosen_ids" not in columns or not hasattr(dataset, "select"):
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            lengths = pair_lengths(dataset)
+            order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+            inverse = [0] * len(order)
+            for position, index in enumerate(order):
+                inverse[index] = position
+            return super()._precompute_ref_logps(dataset.select(order), name, batch_size).select(inverse)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
             import torch
 
