@@ -49,6 +49,20 @@ TINY_SHAPES = {"tiny-llama": "random:tiny-llama"}
 # The learning rates of configs/train/dpo-smollm2-{full,lora}.yaml, given to both sides.
 LEARNING_RATES = {"full": 5e-6, "lora": 5e-5}
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+NOTES = """Variants (benchmarks/training.py says more):
+- baseline: TRL `DPOTrainer` + `DPOConfig` defaults (bf16 autocast, gradient checkpointing, a float32 reference
+  copy scored every step, batch 8, fused AdamW); float32 weights, LoRA base too. Only learning rate (constant),
+  max_steps, max_length, seed and logging are set.
+- safepref: configs/train/dpo-smollm2-{full,lora}.yaml through safepref.train.dpo_setup (no gradient
+  checkpointing, reference log-probs precomputed once, length-grouped batches, LoRA base in bf16), same batch,
+  learning rate and steps. One epoch over steps x batch pairs, so the grouping sorts within only
+  n // (4 x batch) batches here (transformers' LengthGroupedSampler): it understates grouping on a real set.
+- safepref-same-order: the same without length grouping: the baseline's batches, so its per-step losses are
+  compared with the baseline's.
+- safepref-bsN: N pairs a step (a different batch: loss not compared). safepref+liger: same-order + Liger's
+  RMSNorm/SwiGLU/RoPE kernels (TRL already computes log-probs chunked, without the full logits).
+- pairs/s counts the reference precompute pass; "steady x" is the training loop alone. TRL's one-off sha256 of
+  all weights (its precompute cache key, seconds for a 1B float32 model) is replaced by a random key: not timed."""
 WORDS = ("the model answer safe request harmful policy refuse explain help user data step because "
          "which could should never always people risk law guide example first second then finally").split()
 
@@ -307,11 +321,9 @@ def _round(x: float | None) -> float | None:
 
 def variants_for(plan: Plan, cuda: bool) -> tuple[list[str], list[str]]:
     """(first pass: every shape and mode, then second pass: extras if time is left)."""
-    extras = []
+    extras = [f"safepref-bs{plan.big_batch}"] if plan.big_batch else []
     if plan.liger and cuda and _importable("liger_kernel"):
         extras.append("safepref+liger")
-    if plan.big_batch:
-        extras.append(f"safepref-bs{plan.big_batch}")
     return ["baseline", "safepref", "safepref-same-order"], extras
 
 
@@ -391,7 +403,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"\n{r['shape']} {r['mode']} {r['variant']}: failed: {r['error']}")
     if report.get("skipped"):
         lines.append(f"\nNot run (out of time): {', '.join(report['skipped'])}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", NOTES]) + "\n"
 
 
 def run_plan(plan: Plan, json_path: Path, md_path: Path | None, command: str) -> dict[str, Any]:
@@ -409,7 +421,7 @@ def run_plan(plan: Plan, json_path: Path, md_path: Path | None, command: str) ->
                               "plan": asdict(plan), "results": [], "comparisons": [], "skipped": [],
                               "complete": False}
     jobs = [(s, m, v) for s in plan.shapes for m in plan.modes for v in first]
-    jobs += [(s, m, v) for s in plan.shapes for m in plan.modes for v in extras]
+    jobs += [(s, m, v) for v in extras for s in plan.shapes for m in plan.modes]  # extras: one kind at a time
     if plan.only:
         jobs = [job for job in jobs if job[2] in plan.only]
     for shape, mode, variant in jobs:
