@@ -125,6 +125,61 @@ def test_more_prompt_sets_reach_the_evaluation(tmp_path):
         load_experiment(path, ["evaluate.jailbreak.sets=[harmbench, harmbench]"])
 
 
+def test_every_stage_calls_a_library_function_never_the_command_line(tmp_path, monkeypatch):
+    """pipeline.py imports no command module; each stage's work is a library call on a typed config, logged as
+    the `safepref ...` command it equals (quickstart: every stage kind, reward-model training included)."""
+    import ast
+
+    from safepref import cli, pipeline
+    from safepref.graph import StageContext
+
+    tree = ast.parse((ROOT / "src" / "safepref" / "pipeline.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m == "safepref.cli" or m.startswith("safepref.commands")}
+    monkeypatch.setattr(cli, "main", lambda *a: pytest.fail("a stage called the command line"))
+    calls = []
+    monkeypatch.setattr(pipeline, "_library_stage", lambda function, config, argv: calls.append(
+        (function.__module__, function.__name__, type(config).__name__, argv[:2])) or {})
+    stages = build_stages(load_experiment(ROOT / "configs" / "quickstart.yaml"), tmp_path)
+    for stage in stages:
+        if stage.name not in ("prompts", "report"):
+            stage.run(StageContext(tmp_path / "out", {d: tmp_path / d for d in stage.deps}, stage.config))
+    kinds = {(module, function, config, tuple(argv)) for module, function, config, argv in calls}
+    assert kinds == {
+        ("safepref.stages", "generate", "GenerateCall", ("generate", "--model")),
+        ("safepref.stages", "train_rm", "RMTrainCall", ("rm", "train")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "self-rm")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "original")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "hc-self")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "gpt4o-self")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "stronger-self")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "peer-rm")),
+        ("safepref.build", "build_set", "BuildConfig", ("build", "all-rm")),
+        ("safepref.stages", "audit", "AuditCall", ("audit", "--pairs")),
+        ("safepref.stages", "train", "TrainCall", ("train", "--pairs")),
+        ("safepref.stages", "jailbreak", "JailbreakCall", ("eval", "jailbreak")),
+        ("safepref.stages", "refusal", "RefusalCall", ("eval", "refusal")),
+    }
+
+
+def test_the_reward_model_stage_trains_what_the_command_trains(tmp_path):
+    """The rm/train stage's library call and `safepref rm train` with the same options save the same head."""
+    from safepref import stages as st
+
+    call = st.RMTrainCall(name="t", out=str(tmp_path / "lib"), seed=0,
+                          options={"limit": 100, "embedder": "hashing", "hidden": 0})
+    argv = call.argv()
+    assert argv == ["rm", "train", "--name", "t", "--out", str(tmp_path / "lib"), "--overwrite", "--seed", "0",
+                    "--embedder", "hashing", "--hidden", "0", "--limit", "100"]
+    meta = st.train_rm(call, command="safepref " + " ".join(argv))
+    assert main([*argv[:5], str(tmp_path / "cli"), *argv[6:]]) == 0  # the same, with --out cli
+    for name in ("head.safetensors", "seen_prompt_ids.txt"):
+        assert (tmp_path / "lib" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    assert meta["command"] == "safepref " + " ".join(argv)
+    assert json.loads((tmp_path / "lib" / "rm.json").read_text())["best_epoch"] == meta["best_epoch"]
+
+
 @pytest.mark.slow
 def test_whole_run_on_a_tiny_model_and_resume(tiny_model_dir, data_root, tmp_path):
     experiment = {

@@ -484,13 +484,11 @@ def test_paper_presets_sample_with_top_k_50_and_add_no_bos_in_both_backends(tiny
 
 
 def _record_stage_commands(monkeypatch) -> list[list[str]]:
-    """The argv of each `safepref` command a stage runs (through the CLI or as a library call), not run."""
+    """The argv of the `safepref` command each library call of a stage equals; nothing is run."""
     from safepref import pipeline
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(pipeline, "_call", calls.append)
-    monkeypatch.setattr(pipeline, "_library_stage", lambda function, config, argv: calls.append(argv) or {},
-                        raising=False)
+    monkeypatch.setattr(pipeline, "_library_stage", lambda function, config, argv: calls.append(argv) or {})
     return calls
 
 

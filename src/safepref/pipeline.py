@@ -4,9 +4,10 @@
   safepref run configs/quickstart.yaml --dry-run    # the plan: stages, cached or not
   safepref run configs/paper/llama-3.1-8b.yaml --dry-run   # validate a paper config (needs the hub to run)
 
-Stages, in data-flow order (each one is also a command of its own, so a stage's output folder is exactly what
-that command writes; the build stages call its library function, ``safepref.build.build_set``, and log and
-record the equivalent command; the other stages still call the command with the arguments a user would type):
+Stages, in data-flow order. Each stage calls a library function with a typed config (``safepref.build.build_set``
+for the sets, ``safepref.stages`` for the others), never the command line; each one is also a command of its
+own, so a stage's output folder is exactly what that command writes, and the stage logs (and, where the output
+records a command, records) the equivalent `safepref ...` command a user could type:
 
   prompts                      the training prompts (a PKU-SafeRLHF subset every answer source covers)
   generate/self-greedy         the target's greedy answers         (safepref generate --preset paper-greedy)
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from typing import Any
 from safepref import conditions as cond
 from safepref import config as cfg
 from safepref import experiment_checks as checks
+from safepref import stages as st
 from safepref.config import field, require
 from safepref.errors import ConfigError, SafeprefError, did_you_mean
 from safepref.graph import Stage, StageContext, execute, plan
@@ -263,22 +264,6 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _call(argv: list[str]) -> None:
-    """Run one safepref command in this process; a failure stops the run with that command's error."""
-    from safepref.cli import main
-
-    print("  $ " + command_line(["safepref", *argv]), flush=True)
-    code = main(argv)
-    if code == 130:  # the user pressed Ctrl-C inside the stage: stop the whole run the same way
-        raise KeyboardInterrupt
-    if code != 0:
-        raise SafeprefError(f"stage command failed (exit {code}): safepref {shlex.join(argv)}")
-
-
-def _sets(overrides: dict[str, Any]) -> list[str]:
-    return [x for key, value in sorted(overrides.items()) for x in ("--set", f"{key}={_yaml_scalar(value)}")]
-
-
 def _yaml_scalar(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
@@ -325,14 +310,14 @@ def _prompts_file(ctx: StageContext) -> str:
     return str(ctx.inputs["prompts"] / "prompts.jsonl")
 
 
-def _command_stage(build_argv):
-    """A stage that runs one safepref command built from its context."""
+def _calls_stage(make_calls: Any) -> Any:
+    """A stage that makes the library calls ``make_calls(ctx)`` lists, as ``(function, typed config)``, in
+    order; its summary is the summary.json the calls leave in its folder (as the commands write it)."""
 
     def run(ctx: StageContext) -> dict[str, Any]:
-        for argv in build_argv(ctx):
-            _call(argv)
-        summary_file = ctx.out_dir / "summary.json"
-        return json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        for function, config in make_calls(ctx):
+            _library_stage(function, config, config.argv())
+        return st.read_summary(ctx.out_dir)
 
     return run
 
@@ -351,7 +336,6 @@ def _library_stage(function: Any, config: Any, argv: list[str]) -> dict[str, Any
 def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     """The experiment as a stage graph (nothing runs here)."""
     stages: list[Stage] = []
-    device = ["--device", exp.device]
     trained = [c for c in exp.conditions if c != "sft"]
     seeds = exp.run_seeds()
     base_seed = seeds[0]  # seed of the stages every seed shares (greedy answers do not depend on it)
@@ -368,7 +352,6 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
 
     needs_greedy = {c for c in trained if "greedy" in cond.CONDITIONS[c].generations}
     needs_sample = {c for c in trained if "sample" in cond.CONDITIONS[c].generations}
-    backend = ["--backend", exp.generation.backend] if exp.generation.backend else []
     for kind, needed, overrides in (("greedy", needs_greedy, exp.generation.greedy),
                                     ("sample", needs_sample, exp.generation.sample)):
         if not needed:
@@ -376,9 +359,9 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         settings = {"preset": f"paper-{kind}", "set": {"seed": base_seed, **overrides}, "model": exp.target}
         stages.append(Stage(
             f"generate/self-{kind}",
-            _command_stage(lambda ctx, kind=kind, s=settings: [[
-                "generate", "--model", s["model"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
-                *_sets(s["set"]), "--out", str(ctx.out_dir), *backend, *device]]),
+            _calls_stage(lambda ctx, s=settings: [(st.generate, st.GenerateCall(
+                model=s["model"], prompts=_prompts_file(ctx), out=str(ctx.out_dir), preset=s["preset"], set=s["set"],
+                backend=exp.generation.backend, device=exp.device))]),
             settings, ["prompts"], description=f"the target's {kind} answers"))
 
     # Answers given as a model are generated on the training prompts; answers given as a file are read
@@ -390,26 +373,25 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         if source.source is not None:
             answer_spec[name] = (source.source, None)
             continue
-        stages.append(_answer_stage(name, source, device))
+        stages.append(_answer_stage(name, source, exp.device))
         answer_spec[name] = ("responses.jsonl", stages[-1].name)
 
     rm_stage = None
     if exp.reward_model.startswith("offline:") and exp.reward_training is not None:
         rm_stage = "rm/train"
         settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": base_seed}
-        stages.append(Stage(rm_stage, _command_stage(lambda ctx, s=settings: [[
-            "rm", "train", "--name", s["name"], "--out", str(ctx.out_dir), "--overwrite", "--seed", str(s["seed"]),
-            *checks.rm_train_options(s["options"])]]),
+        stages.append(Stage(rm_stage, _calls_stage(lambda ctx, s=settings: [(st.train_rm, st.RMTrainCall(
+            name=s["name"], out=str(ctx.out_dir), seed=s["seed"], options=s["options"]))]),
             settings, [], description="train the offline safety reward model"))
     for condition in trained:
         stages.append(_build_stage(exp, condition, answer_spec, rm_stage))
     if exp.audit is not None and trained:
-        stages.append(_audit_stage(exp, trained, device))
+        stages.append(_audit_stage(exp, trained))
     stages += [_train_stage(exp, condition, seed, seeds) for condition in trained for seed in seeds]
     for condition in exp.conditions:
         # The SFT model is evaluated once: greedy decoding does not depend on the seed.
         for seed in seeds[:1] if condition == "sft" else seeds:
-            stages.append(_eval_stage(exp, condition, device, seed, seeds))
+            stages.append(_eval_stage(exp, condition, seed, seeds))
     report_settings: dict[str, Any] = {"conditions": exp.conditions, "name": exp.name}
     if len(seeds) > 1:  # absent for one seed: earlier runs keep their cache keys
         report_settings["seeds"] = seeds
@@ -419,20 +401,19 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     return stages
 
 
-def _answer_stage(name: str, source: AnswerSource, device: list[str]) -> Stage:
+def _answer_stage(name: str, source: AnswerSource, device: str) -> Stage:
     """generate/<name>: the answers of a model given under `answers` (not a file), on the training prompts."""
     # stage.json records the settings: the endpoint goes there without credentials (the command gets it whole).
     settings = {"model": source.model, "backend": source.backend,
                 "base_url": redact_url(source.base_url) if source.base_url else None,
                 "api_key_env": source.api_key_env, "preset": source.preset, "set": source.set}
 
-    def argv(ctx, s=settings, url=source.base_url):
-        extra = ["--base-url", url] if url else []
-        return [["generate", "--model", s["model"], "--backend", s["backend"], *extra,
-                 "--api-key-env", s["api_key_env"], "--prompts", _prompts_file(ctx), "--preset", s["preset"],
-                 *_sets(s["set"]), "--out", str(ctx.out_dir), *device]]
+    def calls(ctx: StageContext, s: dict[str, Any] = settings, url: str | None = source.base_url) -> list:
+        return [(st.generate, st.GenerateCall(
+            model=s["model"], prompts=_prompts_file(ctx), out=str(ctx.out_dir), preset=s["preset"], set=s["set"],
+            backend=s["backend"], base_url=url, api_key_env=s["api_key_env"], device=device))]
 
-    return Stage(f"generate/{name}", _command_stage(argv), settings, ["prompts"],
+    return Stage(f"generate/{name}", _calls_stage(calls), settings, ["prompts"],
                  description=f"answers of {source.model}")
 
 
@@ -440,10 +421,9 @@ def _train_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[i
     settings = {"model": exp.target, "config": _abs(exp.train.config), "set": {"seed": seed, **exp.train.set}}
     return Stage(
         seed_stage(f"train/{condition}", seed, seeds),
-        _command_stage(lambda ctx, c=condition, s=settings: [[
-            "train", "--pairs", str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), "--model", s["model"],
-            *(["--config", s["config"]] if s["config"] else []), *_sets(s["set"]), "--out", str(ctx.out_dir),
-            *(["--resume"] if (ctx.out_dir / "run.json").exists() else [])]]),
+        _calls_stage(lambda ctx, c=condition, s=settings: [(st.train, st.TrainCall(
+            pairs=str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), model=s["model"], out=str(ctx.out_dir),
+            config=s["config"], set=s["set"], resume=(ctx.out_dir / "run.json").exists()))]),
         settings, [f"build/{condition}"],
         description=f"DPO on {condition}" + (f", seed {seed}" if len(seeds) > 1 else ""))
 
@@ -501,7 +481,7 @@ def _build_stage(exp: ExperimentConfig, condition: str, answer_spec: dict, rm_st
                  description=f"preference set {condition}")
 
 
-def _audit_stage(exp: ExperimentConfig, trained: list[str], device: list[str]) -> Stage:
+def _audit_stage(exp: ExperimentConfig, trained: list[str]) -> Stage:
     from safepref.train.dpo import load_train_config
 
     # The audit probes the text DPO will train on: the training's prompt format and length limit.
@@ -510,21 +490,18 @@ def _audit_stage(exp: ExperimentConfig, trained: list[str], device: list[str]) -
                 "bootstrap": exp.audit.bootstrap, "prompt_format": train.prompt_format,
                 "max_length": train.max_length}
 
-    def argv(ctx: StageContext) -> list[list[str]]:
-        args = ["audit", "--model", exp.target, "--folds", str(exp.audit.folds), "--bootstrap",
-                str(exp.audit.bootstrap), "--prompt-format", train.prompt_format,
-                "--max-length", str(train.max_length), "--out", str(ctx.out_dir), *device]
-        for rep in exp.audit.representations:
-            args += ["--repr", rep]
-        for condition in trained:
-            args += ["--pairs", str(ctx.inputs[f"build/{condition}"] / "pairs.jsonl"), "--name", condition]
-        return [args]
+    def calls(ctx: StageContext) -> list:
+        sets = [(c, str(ctx.inputs[f"build/{c}"] / "pairs.jsonl")) for c in trained]
+        return [(st.audit, st.AuditCall(
+            sets=sets, model=exp.target, representations=list(exp.audit.representations), out=str(ctx.out_dir),
+            folds=exp.audit.folds, bootstrap=exp.audit.bootstrap, prompt_format=train.prompt_format,
+            max_length=train.max_length, device=exp.device))]
 
-    return Stage("audit", _command_stage(argv), settings, [f"build/{c}" for c in trained],
+    return Stage("audit", _calls_stage(calls), settings, [f"build/{c}" for c in trained],
                  description="separability of every preference set")
 
 
-def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str], seed: int, seeds: list[int]) -> Stage:
+def _eval_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[int]) -> Stage:
     evaluate = exp.evaluate
     jailbreak = cfg.to_dict(evaluate.jailbreak) if evaluate.jailbreak else None
     if jailbreak and not jailbreak["sets"]:
@@ -535,34 +512,27 @@ def _eval_stage(exp: ExperimentConfig, condition: str, device: list[str], seed: 
     train = seed_stage(f"train/{condition}", seed, seeds)
     deps = [] if condition == "sft" else [train]
 
-    def argv(ctx: StageContext) -> list[list[str]]:
+    def calls(ctx: StageContext) -> list:
         model = exp.target if condition == "sft" else str(ctx.inputs[train])
-        calls = []
+        out: list = []
         if evaluate.jailbreak:
             jb = evaluate.jailbreak
-            for i, spec in enumerate([jb.prompts, *jb.sets]):
-                args = ["eval", "jailbreak", "--model", model, "--prompts", spec, "--out",
-                        str(ctx.out_dir / jailbreak_folder(spec, i == 0)), *_sets(jb.set), *device]
-                for judge in jb.judges:
-                    args += ["--judge", judge]
-                calls.append(args)
+            out += [(st.jailbreak, st.JailbreakCall(
+                model=model, prompts=spec, out=str(ctx.out_dir / jailbreak_folder(spec, i == 0)),
+                judges=list(jb.judges), set=jb.set, device=exp.device)) for i, spec in enumerate([jb.prompts, *jb.sets])]
         if evaluate.refusal:
             rf = evaluate.refusal
-            calls.append(["eval", "refusal", "--model", model, "--safe-prompts", rf.safe, "--unsafe-prompts",
-                          rf.unsafe, "--out", str(ctx.out_dir / "refusal"), *_sets(rf.set), *device])
+            out.append((st.refusal, st.RefusalCall(model=model, safe=rf.safe, unsafe=rf.unsafe,
+                                                   out=str(ctx.out_dir / "refusal"), set=rf.set, device=exp.device)))
         if evaluate.general:
             gn = evaluate.general
-            args = ["eval", "general", "--model", model, "--tasks", gn.tasks, "--out", str(ctx.out_dir / "general"),
-                    *device]
-            if gn.include_path:
-                args += ["--include-path", str(Path(gn.include_path).resolve())]
-            if gn.limit:
-                args += ["--limit", str(gn.limit)]
-            calls.append(args)
-        return calls
+            out.append((st.general, st.GeneralCall(
+                model=model, tasks=gn.tasks, out=str(ctx.out_dir / "general"), device=exp.device,
+                include_path=str(Path(gn.include_path).resolve()) if gn.include_path else None, limit=gn.limit)))
+        return out
 
     name = f"eval/{condition}" if condition == "sft" else seed_stage(f"eval/{condition}", seed, seeds)
-    return Stage(name, _command_stage(argv), settings, deps,
+    return Stage(name, _calls_stage(calls), settings, deps,
                  description=f"evaluate {'the starting model' if condition == 'sft' else condition}"
                              + (f", seed {seed}" if len(seeds) > 1 and condition != "sft" else ""))
 
