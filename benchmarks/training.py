@@ -63,6 +63,7 @@ NOTES = """Variants (benchmarks/training.py says more):
   RMSNorm/SwiGLU/RoPE kernels (TRL already computes log-probs chunked, without the full logits).
 - pairs/s counts the reference precompute pass; "steady x" is the training loop alone. TRL's one-off sha256 of
   all weights (its precompute cache key, seconds for a 1B float32 model) is replaced by a random key: not timed."""
+LN2 = 0.6931471805599453
 WORDS = ("the model answer safe request harmful policy refuse explain help user data step because "
          "which could should never always people risk law guide example first second then finally").split()
 
@@ -109,11 +110,17 @@ def synthetic_pairs(n: int, seed: int, words: tuple[int, int, int, int]) -> list
 
 def loss_agreement(baseline: list[float], other: list[float], steps: int, atol: float, rtol: float
                    ) -> dict[str, Any]:
-    """Do the first ``steps`` losses agree, each within ``atol + rtol * |baseline|``?"""
+    """Do the first ``steps`` losses agree, each within ``atol + rtol * |baseline|``?
+
+    ``informative_steps``: baseline losses after the first (ln 2 by construction: policy == reference) that are
+    more than ``atol`` away from both ln 2 and 0. A curve that never leaves ln 2 or falls to 0 at once agrees
+    with anything that does the same: with none, the check says nothing (``agree`` is still reported)."""
     n = min(steps, len(baseline), len(other))
     diffs = [abs(a - b) for a, b in zip(other[:n], baseline[:n], strict=True)]
     limits = [atol + rtol * abs(b) for b in baseline[:n]]
+    informative = sum(1 for b in baseline[1:n] if atol < b < LN2 - atol)
     return {"steps": n, "atol": atol, "rtol": rtol, "max_abs_diff": round(max(diffs), 6) if diffs else None,
+            "informative_steps": informative,
             "agree": bool(n) and all(d <= lim for d, lim in zip(diffs, limits, strict=True))}
 
 
@@ -139,7 +146,7 @@ def compare(base: dict[str, Any], other: dict[str, Any], plan: Plan) -> dict[str
             "memory_ratio": memory, "loss": loss,
             "goal_2x": speed is not None and speed >= 2.0,
             "goal_memory": memory is not None and memory <= 1.0,
-            "goal_loss": None if loss is None else loss["agree"]}
+            "goal_loss": None if loss is None or not loss["informative_steps"] else loss["agree"]}
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -391,8 +398,7 @@ def markdown(report: dict[str, Any]) -> str:
     by_key = {(r["shape"], r["mode"], r["variant"]): r for r in report["results"]}
     for c in report["comparisons"]:
         r = by_key[(c["shape"], c["mode"], c["variant"])]
-        loss = "n/a (other order or batch)" if c["loss"] is None else \
-            f"{'yes' if c['loss']['agree'] else 'NO'} (max {c['loss']['max_abs_diff']})"
+        loss = _loss_cell(c["loss"])
         lines.append(f"| {c['shape']} | {c['mode']} | {c['variant']} | {r['pairs_per_s']} | {c['speedup']} | "
                      f"{c['speedup_steady']} | {r['peak_gib']} | {c['memory_ratio']} | {loss} |")
     for r in report["results"]:
@@ -404,6 +410,25 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("skipped"):
         lines.append(f"\nNot run (out of time): {', '.join(report['skipped'])}")
     return "\n".join(lines + ["", NOTES]) + "\n"
+
+
+def _loss_cell(loss: dict[str, Any] | None) -> str:
+    if loss is None:
+        return "n/a (other order or batch)"
+    verdict = "yes" if loss["agree"] else "NO"
+    if not loss.get("informative_steps"):
+        return f"says nothing: flat or saturated curve ({verdict}, max {loss['max_abs_diff']})"
+    return f"{verdict} (max {loss['max_abs_diff']}, {loss['informative_steps']} informative steps)"
+
+
+def rereport(source: Path, json_path: Path, md_path: Path) -> dict[str, Any]:
+    """Comparisons and Markdown computed again from a report's measured rows (nothing is trained)."""
+    report = json.loads(source.read_text())
+    plan = Plan(**{**report["plan"], "words": tuple(report["plan"]["words"])})
+    report["comparisons"] = comparisons(report["results"], plan)
+    report["rereported"] = f"comparisons recomputed from {source.name} by this version of benchmarks/training.py"
+    write_outputs(report, json_path, md_path)
+    return report
 
 
 def run_plan(plan: Plan, json_path: Path, md_path: Path | None, command: str) -> dict[str, Any]:
@@ -460,7 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=1e9, help="start no run after this many seconds")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "training.json"))
     parser.add_argument("--md", default=None, help="Markdown path (default: --out with .md)")
+    parser.add_argument("--rereport", default=None, help="a report JSON: recompute its comparisons, train nothing")
     args = parser.parse_args(argv)
+    if args.rereport:
+        out = Path(args.out)
+        print(markdown(rereport(Path(args.rereport), out, Path(args.md) if args.md else out.with_suffix(".md"))))
+        return 0
     shapes = {"tiny-llama": args.tiny_model} if args.tiny else SHAPES
     if args.shapes:
         shapes = {k: v for k, v in {**SHAPES, **TINY_SHAPES}.items() if k in args.shapes.split(",")}
