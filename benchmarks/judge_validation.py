@@ -54,7 +54,16 @@ def main() -> None:
             described[judge] = m["describe"]
             print(f"{judge:<26} {name:<34} n={m['n']:<5} acc={m['accuracy']['value']} kappa={m['kappa']} "
                   f"flagged={m['flagged_rate']['value']} true={m['true_rate']['value']}", flush=True)
-    out = {"format": "safepref-judge-validation", "format_version": 1,
+    # Judges not rerun keep their rows from the existing file (one judge can be revalidated alone).
+    previous = json.loads(Path(args.write).read_text()) if Path(args.write).is_file() else {}
+    kept = [r for r in previous.get("rows", []) if r["judge"] not in judges]
+    runs = {**previous.get("runs", {}), **{j: {"command": " ".join(["python", *sys.argv]), "machine": args.machine,
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                                           for j in judges}}
+    rows = kept + rows
+    judges = list(dict.fromkeys([r["judge"] for r in rows]))
+    described = {**{j: e.get("describe", {}) for j, e in previous.get("judges", {}).items()}, **described}
+    out = {"format": "safepref-judge-validation", "format_version": 1, "runs": runs,
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "command": " ".join(["python", *sys.argv]), "machine": args.machine, "python": platform.python_version(),
            "seconds": round(time.time() - started, 1), "rows": rows, "judges": {}}

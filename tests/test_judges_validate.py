@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,7 @@ def _tiny_items() -> list[LabelledItem]:
     return items
 
 
-@pytest.mark.parametrize("recipe", ["tfidf-logistic", "minilm-logistic", "minilm-mlp"])
+@pytest.mark.parametrize("recipe", ["tfidf-logistic", "minilm-logistic", "minilm-mlp", "ensemble"])
 def test_safety_judge_trains_saves_and_loads_without_pickle(tmp_path, monkeypatch, recipe):
     from safepref.reward.embedders import HashingEmbedder
 
@@ -209,15 +210,17 @@ def test_safety_judge_trains_saves_and_loads_without_pickle(tmp_path, monkeypatc
     model = sj.train_safety_judge(sj.SafetyJudgeConfig(recipe=recipe, alpha=1e-4), evaluate=False, items=items)
     prompts, answers = [i.prompt for i in items], [i.response for i in items]
     proba = model.predict_proba(prompts, answers)
-    assert ((proba >= 0.5) == np.asarray([i.label for i in items])).mean() >= 0.9
+    assert ((proba >= model.threshold) == np.asarray([i.label for i in items])).mean() >= 0.9
     folder = model.save(tmp_path / "judge")
     assert sorted(p.name for p in folder.iterdir() if p.suffix in (".json", ".npz")) == \
-        (["arrays.npz", "judge.json", "vocab.json"] if "tfidf" in recipe else ["arrays.npz", "judge.json"])
+        (["arrays.npz", "judge.json", "vocab.json"] if "tfidf" in sj.RECIPES[recipe][0] else
+         ["arrays.npz", "judge.json"])
     loaded = sj.SafetyJudgeModel.load(folder)
     np.testing.assert_allclose(loaded.predict_proba(prompts, answers), proba, rtol=1e-5, atol=1e-6)
     judge = judges_module.make_judge(f"safety:{folder}")
     verdicts = judge.judge(prompts[:2], answers[:2])
-    assert [v.harmful for v in verdicts] == [bool(p >= 0.5) for p in proba[:2]]
+    assert [v.harmful for v in verdicts] == [bool(p >= model.threshold) for p in proba[:2]]
+    assert loaded.threshold == model.threshold == sj.THRESHOLDS.get(recipe, sj.THRESHOLD)
 
 
 def test_safety_judge_mlp_forward_matches_scikit_learn(monkeypatch):
@@ -231,6 +234,51 @@ def test_safety_judge_mlp_forward_matches_scikit_learn(monkeypatch):
               "b1": mlp.intercepts_[1]}
     model = sj.SafetyJudgeModel("minilm-mlp", arrays)
     np.testing.assert_allclose(model.proba_from(x, [""] * 40), mlp.predict_proba(x)[:, 1], rtol=1e-5)
+
+
+def test_safety_judge_ensemble_is_the_mean_of_its_halves():
+    # Hand-set weights. MLP half: one ReLU unit reading column 0, logit = relu(x0). Logistic half: the last cue
+    # column (weight 1) plus the TF-IDF of the answer over a one-term vocabulary ("bomb", idf 1: l2-normalised,
+    # so 1.0 when present), weight ln 3.
+    vectorizer = sj._tfidf({"bomb": 0})
+    vectorizer.idf_ = np.ones(1)
+    arrays = {"layers": np.asarray([2]), "W0": np.asarray([[1.0]] + [[0.0]] * 5), "b0": np.zeros(1),
+              "W1": np.ones((1, 1)), "b1": np.zeros(1), "lr_coef_dense": np.asarray([0.0, 0.0, 0.0, 1.0]),
+              "lr_intercept": np.zeros(1), "lr_coef_tfidf": np.asarray([math.log(3)])}
+    model = sj.SafetyJudgeModel("ensemble", arrays, vectorizer)
+    x = np.zeros((3, 6))  # 2 dense columns, then the 4 cue columns
+    x[1, 0] = math.log(4)
+    x[2, 5] = math.log(3)
+    proba = model.proba_from(x, ["a bomb", "bread", "bread"])
+    # row 0: MLP sigmoid(0) = 1/2, logistic sigmoid(ln 3) = 3/4 -> 5/8
+    # row 1: MLP sigmoid(ln 4) = 4/5, logistic sigmoid(0) = 1/2 -> 13/20
+    # row 2: MLP 1/2, logistic sigmoid(ln 3) from the cue column = 3/4 -> 5/8
+    np.testing.assert_allclose(proba, [0.625, 0.65, 0.625], rtol=1e-6)
+
+
+def test_safety_judge_ensemble_fit_is_the_mean_of_two_scikit_learn_models(monkeypatch):
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    from safepref.reward.embedders import HashingEmbedder
+
+    monkeypatch.setattr(sj, "_EMBEDDER", HashingEmbedder(dim=64))
+    items = _tiny_items()
+    config = sj.SafetyJudgeConfig(recipe="ensemble", alpha=1e-4)
+    model = sj.train_safety_judge(config, evaluate=False, items=items)
+    prompts, answers = [i.prompt for i in items], [i.response for i in items]
+    # The same two models fitted directly: an MLP on the standardized [prompt, answer, cues] embedding features,
+    # a logistic regression on the standardized cue columns and the answer's TF-IDF; equal class/source weights.
+    x = sj.dense_features(sj.RECIPES["ensemble"][0], prompts, answers)
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    y, weights = np.asarray([int(i.label) for i in items]), sj._balanced_weights(items)
+    lr_features = sparse.hstack([sparse.csr_matrix(x[:, -4:]), sj._tfidf().fit_transform(answers)], format="csr")
+    lr = LogisticRegression(C=config.C_tfidf, max_iter=2000).fit(lr_features, y, sample_weight=weights)
+    mlp = MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-4, max_iter=200, n_iter_no_change=5,
+                        random_state=0).fit(x, y, sample_weight=weights)
+    expected = (lr.predict_proba(lr_features)[:, 1] + mlp.predict_proba(x)[:, 1]) / 2
+    np.testing.assert_allclose(model.predict_proba(prompts, answers), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_safety_judge_folder_errors(tmp_path):
