@@ -123,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tj.add_argument("--data", default=None, help="classifier: folder with train.csv/evaluate.csv (default "
                                                  "$SAFEPREF_DATA/gptfuzz)")
     tj.add_argument("--max-rows-per-set", type=int, default=None,
-                    help="safety/finetuned: cap each training set (a lighter judge that trains faster)")
+                    help="safety/finetuned: cap each training set (safety default: 1,500, GPTFuzz uncapped; 0: no cap)")
     tj.add_argument("--out", default=None,
                     help="save here (default: $SAFEPREF_CACHE/judges/<kind>, the judge named after the kind)")
     tj.add_argument("--compare", action="store_true", help="train and measure every recipe (nothing is saved)")
@@ -229,10 +229,12 @@ def _run_train_judge(args: argparse.Namespace) -> int:
         return 0
     from safepref.evaluate import safety_judge as sj
 
+    # no --max-rows-per-set: the config's own cap, so the command makes the same judge as first use
+    capped = {} if args.max_rows_per_set is None else {"max_rows_per_set": args.max_rows_per_set}
     if args.compare:
         keys = ("accuracy", "precision", "recall", "kappa", "flagged_rate", "n")
         for recipe in sj.RECIPES:
-            model = sj.train_safety_judge(sj.SafetyJudgeConfig(recipe=recipe, max_rows_per_set=args.max_rows_per_set))
+            model = sj.train_safety_judge(sj.SafetyJudgeConfig(recipe=recipe, **capped))
             print(f"{recipe} (trained in {model.meta['seconds_total']} s):")
             for name, m in model.meta["validation"].items():
                 print(f"  {name:<18} " + " ".join(f"{k}={m[k]}" for k in keys))
@@ -242,7 +244,7 @@ def _run_train_judge(args: argparse.Namespace) -> int:
     from safepref.paths import check_replaceable
 
     check_replaceable(folder, "judge.json", "trained safety judge")  # before minutes of training
-    config = sj.SafetyJudgeConfig(recipe=args.recipe or sj.DEFAULT_RECIPE, max_rows_per_set=args.max_rows_per_set)
+    config = sj.SafetyJudgeConfig(recipe=args.recipe or sj.DEFAULT_RECIPE, **capped)
     if not args.force and args.out is None and (folder / "judge.json").exists():
         model = sj.load_default_judge(train_if_missing=False)
         if model.meta.get("version") == sj.JUDGE_VERSION and model.recipe == config.recipe:
