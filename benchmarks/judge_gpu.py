@@ -2,6 +2,7 @@
 cross-encoder judge measured beside the CPU one. Writes everything small to $OUT.
 
   bash scripts/gpu_exec.sh python benchmarks/judge_gpu.py          # on the lent H200 (see RULES / gpu README)
+  bash scripts/gpu_exec.sh python benchmarks/judge_gpu.py FMT=answers.jsonl ...   # reuse XSTest answers files
 
 1. ``safepref eval refusal`` answers XSTest's 450 prompts (Alpaca template, greedy, 512 tokens; and the chat
    template) with SmolLM2-135M-Instruct; the answers files are copied to $OUT as xstest-<format>.jsonl.
@@ -58,7 +59,9 @@ def main() -> None:
     out = Path(os.environ.get("OUT", "/root/out"))
     work = Path("/root/work")
     out.mkdir(parents=True, exist_ok=True)
-    answer_files = generate(out, work)
+    # FMT=FILE arguments reuse answers to XSTest's prompts (e.g. a run's SFT refusal stage) instead of generating.
+    given = dict(arg.split("=", 1) for arg in sys.argv[1:])
+    answer_files = given or generate(out, work)
     meta = finetuned_judge.train_finetuned_judge(work / "minilm-ce")
     results = {"train": meta, "sets": {}}
     sets = {n: [i for i in read_labelled(n)[0] if split_of_item(i) == "test"] for n in EVAL_SETS}
