@@ -5,7 +5,7 @@
 #   bash scripts/test.sh -m "not slow"   # fast tests only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests   # the quickstart set-up plus lm-eval, llama-cpp-python's server, pytest, ruff
 # The browser for report.html's tests (tests/test_report_html.py drives it through playwright): Debian's
 # chromium, installed here for the tests only (the quickstart set-up does not need it), when root and missing.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
