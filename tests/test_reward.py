@@ -336,3 +336,23 @@ def test_cli_eval_bad_input(tmp_path, capsys):
     write_jsonl(tmp_path / "ok.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
     assert main(["rm", "eval", "--rm", "offline:no-such-model", "--pairs", str(tmp_path / "ok.jsonl")]) == 1
     assert "no offline reward model named 'no-such-model'" in capsys.readouterr().err
+
+
+def test_minilm_embedder_encodes_missing_texts_longest_first_and_answers_in_order(tmp_path, monkeypatch):
+    # No model: _encode stands in (vector = [len(text)]) and records each chunk it is given.
+    from safepref.reward.embedders import MiniLMEmbedder
+
+    monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path))
+    embedder = MiniLMEmbedder(chunk=2)
+    chunks: list[list[str]] = []
+
+    def fake_encode(texts):
+        chunks.append(list(texts))
+        return [[float(len(t))] for t in texts]
+
+    monkeypatch.setattr(embedder, "_encode", fake_encode)
+    assert embedder(["a", "ccc", "bb", "dddd", "a"]).ravel().tolist() == [1.0, 3.0, 2.0, 4.0, 1.0]
+    assert chunks == [["dddd", "ccc"], ["bb", "a"]]  # duplicates once; chunks of similar length
+    chunks.clear()
+    assert embedder(["eeeee", "bb"]).ravel().tolist() == [5.0, 2.0]  # "bb" from the cache
+    assert chunks == [["eeeee"]]
