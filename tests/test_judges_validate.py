@@ -316,3 +316,35 @@ def test_judge_validation_reads_the_published_table(tmp_path):
     assert judge_validation("safety", path) is None  # validated numbers of another judge version
     assert judge_validation("hf-classifier:/my/model", path) is None
     assert judge_validation("keyword", tmp_path / "missing.json") is None
+
+
+def test_first_use_trains_without_measuring_and_carries_the_published_numbers(tmp_path, monkeypatch):
+    from safepref.reward.embedders import HashingEmbedder
+
+    monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sj, "_EMBEDDER", HashingEmbedder(dim=64))
+    monkeypatch.setattr(sj, "training_items", lambda config: (_tiny_items(), {"tiny": 48}))
+    monkeypatch.setattr(sj, "evaluate_judge", lambda *a, **k: pytest.fail("first use measured the held-out sets"))
+    held_out = {"gptfuzz-evaluate": {"n": 1540, "accuracy": 0.8656}, "gpt35-safety": {"n": 521, "accuracy": 0.9942}}
+    published = tmp_path / "judges.json"
+    published.write_text(json.dumps({"judges": {"safety": {"version": sj.JUDGE_VERSION, "describe": {
+        "version": sj.JUDGE_VERSION, "validation_held_out": held_out}}}}))
+    monkeypatch.setattr("safepref.evaluate.validate.VALIDATION_FILE", published)
+    model = sj.load_default_judge()
+    assert model.meta["validation"] == held_out and "not measured" in model.meta["validation_source"]
+    assert sj.SafetyJudgeModel.load(sj.default_folder()).meta["validation"] == held_out  # saved with it
+    assert judges_module.SafetyJudge().describe()["validation"] == {"dataset": "gptfuzz-evaluate", "n": 1540,
+                                                                     "accuracy": 0.8656}
+
+
+def test_published_validation_only_for_this_version(tmp_path):
+    path = tmp_path / "judges.json"
+    path.write_text(json.dumps({"judges": {"safety": {"describe": {"version": "safety-v1",
+                                                                   "validation_held_out": {"x": {"n": 1}}}}}}))
+    assert sj.published_validation(path) is None
+    assert sj.published_validation(tmp_path / "missing.json") is None
+    path.write_text("{not json")
+    assert sj.published_validation(path) is None
+    path.write_text(json.dumps({"judges": {"safety": {"describe": {"version": sj.JUDGE_VERSION,
+                                                                   "validation_held_out": {"x": {"n": 1}}}}}}))
+    assert sj.published_validation(path) == {"x": {"n": 1}}

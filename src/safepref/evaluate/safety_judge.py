@@ -29,7 +29,7 @@ Heads: logistic regression, a one-hidden-layer MLP (scikit-learn), or ``ensemble
 an MLP over [p, r, cues] and from a logistic regression over the cues and the TF-IDF. Dense features are
 standardized. The trained judge is stored without pickle (``judge.json`` + ``arrays.npz`` (+ ``vocab.json``),
 loaded with ``allow_pickle=False``); the default lives in ``$SAFEPREF_CACHE/judges/safety/`` and is trained on
-first use. Measured numbers: ``docs/validation/judges.json`` and the README.
+first use (not measured there: its held-out numbers are those ``docs/validation/judges.json`` publishes). Measured numbers: ``docs/validation/judges.json`` and the README.
 """
 
 from __future__ import annotations
@@ -397,6 +397,30 @@ def load_default_judge(train_if_missing: bool = True) -> SafetyJudgeModel:
         raise ModelError(f"no trained safety judge in {folder}: run `safepref eval train-judge`")
     log.info("training the safety judge (%s) on the offline labelled data; embedding takes minutes on a CPU",
              DEFAULT_RECIPE)
-    model = train_safety_judge(SafetyJudgeConfig())
+    # Not measured here: the held-out sets would embed 5,811 more texts, a third of first use's time. This is the
+    # judge `safepref eval train-judge` makes (same data, config and seed), whose held-out numbers are published.
+    model = train_safety_judge(SafetyJudgeConfig(), evaluate=False)
+    published = published_validation()
+    if published is not None:
+        model.meta["validation"] = published
+        model.meta["validation_source"] = f"{VALIDATION_NOTE}; not measured at first use"
     model.save(folder)
     return model
+
+
+VALIDATION_NOTE = "docs/validation/judges.json (benchmarks/judge_validation.py, the same judge trained there)"
+
+
+def published_validation(path: str | Path | None = None) -> dict[str, Any] | None:
+    """This version's held-out numbers from ``docs/validation/judges.json`` (``meta["validation"]``'s form), or
+    None when the file is absent (an installed package), unreadable, or validated another version."""
+    from safepref.evaluate.validate import VALIDATION_FILE
+
+    try:
+        data = json.loads(Path(path or VALIDATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    described = ((data.get("judges") or {}).get("safety") or {}).get("describe") or {}
+    if described.get("version") != JUDGE_VERSION:
+        return None
+    return described.get("validation_held_out") or None
