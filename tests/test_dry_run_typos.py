@@ -9,7 +9,7 @@ import yaml
 
 from safepref.cli import main
 from safepref.config import deep_merge
-from safepref.experiment_checks import rm_train_options
+from safepref.stages import RMTrainCall
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
@@ -66,6 +66,9 @@ def test_the_unchanged_config_passes(tmp_path, capsys):
 
 
 def test_reward_training_fields_reach_rm_train_as_set():
-    # `rm train` options stay flags (as before); a config field without a flag goes through --set
-    assert rm_train_options({"limit": 300, "dropout": 0.2, "kind": "head"}) == [
-        "--set", "dropout=0.2", "--kind", "head", "--limit", "300"]
+    # `rm train` options stay options (the default kind is left out); a config field without one goes
+    # through --set; the stage's own options come first, the rest by key
+    call = RMTrainCall.from_options("n", "o", 1, {"limit": 300, "dropout": 0.2, "kind": "head", "pairs": "a.jsonl"})
+    assert (call.limit, call.pairs, call.set, call.seed, call.overwrite) == (300, ["a.jsonl"], ["dropout=0.2"], 1, True)
+    assert call.argv() == ["rm", "train", "--name", "n", "--out", "o", "--overwrite", "--seed", "1",
+                           "--set", "dropout=0.2", "--limit", "300", "--pairs", "a.jsonl"]

@@ -167,8 +167,7 @@ def test_the_reward_model_stage_trains_what_the_command_trains(tmp_path):
     """The rm/train stage's library call and `safepref rm train` with the same options save the same head."""
     from safepref import stages as st
 
-    call = st.RMTrainCall(name="t", out=str(tmp_path / "lib"), seed=0,
-                          options={"limit": 100, "embedder": "hashing", "hidden": 0})
+    call = st.RMTrainCall.from_options("t", str(tmp_path / "lib"), 0, {"limit": 100, "embedder": "hashing", "hidden": 0})
     argv = call.argv()
     assert argv == ["rm", "train", "--name", "t", "--out", str(tmp_path / "lib"), "--overwrite", "--seed", "0",
                     "--embedder", "hashing", "--hidden", "0", "--limit", "100"]

@@ -26,10 +26,12 @@ T = TypeVar("T")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
-          metavar: str | None = None) -> Any:
+          metavar: str | None = None, choices: Any = None, flag: str | None = None) -> Any:
     """A dataclass field with help text (shown by ``--help`` and in config docs) and, for a command-line
-    option made from it (``add_arguments_from``), the placeholder its help shows."""
-    metadata = {"help": help, **({"metavar": metavar} if metavar else {})}
+    option made from it (``add_arguments_from``), the placeholder its help shows, the values it accepts and
+    its flag when not ``--<field-name>`` (a switch that turns a setting off: ``--no-margin``)."""
+    metadata = {"help": help, **({"metavar": metavar} if metavar else {}),
+                **({"choices": list(choices)} if choices is not None else {}), **({"flag": flag} if flag else {})}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -264,7 +266,8 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
         kind = hints[f.name]
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `X | None`: an option of type X
             kind = next(t for t in typing.get_args(kind) if t is not type(None))
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        options["dest"] = f.name
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             options["required"] = True
         else:
@@ -272,13 +275,20 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
         if kind is bool:
             parser.add_argument(flag, action="store_true", **options)
             continue
-        if "metavar" in f.metadata:
-            options["metavar"] = f.metadata["metavar"]
+        for key in ("metavar", "choices"):
+            if key in f.metadata:
+                options[key] = f.metadata[key]
         if typing.get_origin(kind) is list:
             options["action"] = "append"
         elif kind in (int, float):
             options["type"] = int if kind is int else finite_float
         parser.add_argument(flag, **options)
+
+
+def from_arguments(cls: type[T], args: Any) -> T:
+    """Dataclass ``cls`` from a parsed command line whose options ``add_arguments_from`` made (other
+    attributes of ``args``, such as a command's own launcher options, are left out)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init})  # type: ignore[arg-type]
 
 
 def help_text(cls: type) -> str:

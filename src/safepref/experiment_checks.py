@@ -114,16 +114,11 @@ def check_reward_training(options: dict[str, Any]) -> None:
 
 
 def rm_train_flags() -> list[str]:
-    """Option names (dests) of `safepref rm train` that ``reward_training`` may set, read off its parser."""
-    import argparse
+    """Options of `safepref rm train` that ``reward_training`` may set (fields of ``stages.RMTrainCall``, which
+    the command's options are made from)."""
+    from safepref.stages import RMTrainCall
 
-    from safepref.commands.rm import add_arguments
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-    own = _RM_OWN_OPTIONS | {"overrides", "config"}  # set by the stage, or --set/--config (fields go there)
-    return [a.dest for a in sub.choices["train"]._actions if a.dest not in own]  # noqa: SLF001
+    return RMTrainCall.options()
 
 
 def rm_config_fields(kind: str) -> list[str]:
@@ -175,12 +170,3 @@ def check_specs(exp: Any) -> None:
     check_reward_model(exp.reward_model)
     if exp.reward_training:
         check_reward_training(exp.reward_training)
-
-
-def rm_train_options(options: dict[str, Any]) -> list[str]:
-    """``reward_training`` as `safepref rm train` arguments: its options as flags, config fields as ``--set``."""
-    flags = set(rm_train_flags())
-    argv: list[str] = []
-    for key, value in sorted(options.items()):
-        argv += [f"--{key.replace('_', '-')}", str(value)] if key in flags else ["--set", f"{key}={yaml_scalar(value)}"]
-    return argv

@@ -360,8 +360,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
         stages.append(Stage(
             f"generate/self-{kind}",
             _calls_stage(lambda ctx, s=settings: [(st.generate, st.GenerateCall(
-                model=s["model"], prompts=_prompts_file(ctx), out=str(ctx.out_dir), preset=s["preset"], set=s["set"],
-                backend=exp.generation.backend, device=exp.device))]),
+                model=s["model"], prompts=_prompts_file(ctx), out=str(ctx.out_dir), preset=s["preset"],
+                set=checks.sets(s["set"]), backend=exp.generation.backend, device=exp.device))]),
             settings, ["prompts"], description=f"the target's {kind} answers"))
 
     # Answers given as a model are generated on the training prompts; answers given as a file are read
@@ -380,8 +380,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
     if exp.reward_model.startswith("offline:") and exp.reward_training is not None:
         rm_stage = "rm/train"
         settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": base_seed}
-        stages.append(Stage(rm_stage, _calls_stage(lambda ctx, s=settings: [(st.train_rm, st.RMTrainCall(
-            name=s["name"], out=str(ctx.out_dir), seed=s["seed"], options=s["options"]))]),
+        stages.append(Stage(rm_stage, _calls_stage(lambda ctx, s=settings: [(
+            st.train_rm, st.RMTrainCall.from_options(s["name"], str(ctx.out_dir), s["seed"], s["options"]))]),
             settings, [], description="train the offline safety reward model"))
     for condition in trained:
         stages.append(_build_stage(exp, condition, answer_spec, rm_stage))
@@ -410,8 +410,9 @@ def _answer_stage(name: str, source: AnswerSource, device: str) -> Stage:
 
     def calls(ctx: StageContext, s: dict[str, Any] = settings, url: str | None = source.base_url) -> list:
         return [(st.generate, st.GenerateCall(
-            model=s["model"], prompts=_prompts_file(ctx), out=str(ctx.out_dir), preset=s["preset"], set=s["set"],
-            backend=s["backend"], base_url=url, api_key_env=s["api_key_env"], device=device))]
+            model=s["model"], prompts=_prompts_file(ctx), out=str(ctx.out_dir), preset=s["preset"],
+            set=checks.sets(s["set"]), backend=s["backend"], base_url=url, api_key_env=s["api_key_env"],
+            device=device))]
 
     return Stage(f"generate/{name}", _calls_stage(calls), settings, ["prompts"],
                  description=f"answers of {source.model}")
@@ -423,7 +424,7 @@ def _train_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[i
         seed_stage(f"train/{condition}", seed, seeds),
         _calls_stage(lambda ctx, c=condition, s=settings: [(st.train, st.TrainCall(
             pairs=str(ctx.inputs[f"build/{c}"] / "pairs.jsonl"), model=s["model"], out=str(ctx.out_dir),
-            config=s["config"], set=s["set"], resume=(ctx.out_dir / "run.json").exists()))]),
+            config=s["config"], set=checks.sets(s["set"]), resume=(ctx.out_dir / "run.json").exists()))]),
         settings, [f"build/{condition}"],
         description=f"DPO on {condition}" + (f", seed {seed}" if len(seeds) > 1 else ""))
 
@@ -491,9 +492,9 @@ def _audit_stage(exp: ExperimentConfig, trained: list[str]) -> Stage:
                 "max_length": train.max_length}
 
     def calls(ctx: StageContext) -> list:
-        sets = [(c, str(ctx.inputs[f"build/{c}"] / "pairs.jsonl")) for c in trained]
         return [(st.audit, st.AuditCall(
-            sets=sets, model=exp.target, representations=list(exp.audit.representations), out=str(ctx.out_dir),
+            pairs=[str(ctx.inputs[f"build/{c}"] / "pairs.jsonl") for c in trained], name=list(trained),
+            model=exp.target, representations=list(exp.audit.representations), out=str(ctx.out_dir),
             folds=exp.audit.folds, bootstrap=exp.audit.bootstrap, prompt_format=train.prompt_format,
             max_length=train.max_length, device=exp.device))]
 

@@ -1,19 +1,23 @@
-"""The library calls behind the experiment runner's stages: one typed config per stage, one function per config.
+"""The library calls behind the stages: one typed config per stage, one function per config, used by both
+``safepref run`` and the commands.
 
     from safepref.stages import GenerateCall, generate
     call = GenerateCall(model="smollm2-135m-instruct", prompts="advbench:8", out="out/gen", preset="paper-greedy")
-    generate(call, command="safepref " + " ".join(call.argv()))
+    generate(call)
 
-``safepref run`` (``pipeline.py``) calls these functions directly: no argument list goes through argparse.
+A stage's config is also its command line: ``safepref generate``, ``train``, ``rm train`` and ``audit`` make
+their options from these dataclasses (``config.add_arguments_from``, help text included), build the config from
+what they parsed and call the same function, so a setting is defined once and the command and the runner do the
+same work. ``safepref run`` (``pipeline.py``) builds the configs itself: no argument list goes through argparse.
 Each config's ``argv()`` is the `safepref ...` command a user could type for the same work; the runner logs it
 and passes it as ``command`` to the functions that record one (training's run.json, the reward model's
-metadata, audit.json). Settings a config leaves out are the commands' defaults, so the command and the call do
-the same work. ``build`` has its own module (``safepref.build``: ``BuildConfig``, ``build_set``).
+metadata, audit.json). ``build`` has its own module (``safepref.build``: ``BuildConfig``, ``build_set``).
 Heavy imports (torch, transformers, lm-eval) happen inside the functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +25,36 @@ from typing import Any
 
 from safepref.config import field
 from safepref.experiment_checks import sets as _override_list
+from safepref.generate import PRESETS
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 # The commands' defaults for an OpenAI-compatible endpoint: parallel requests, seconds per request, retries.
 API_DEFAULTS = {"concurrency": 8, "timeout": 120.0, "max_retries": 5}
+SET_HELP = "override one setting (repeatable), e.g. --set {example}"
 
 
-def _sets(overrides: dict[str, Any]) -> list[str]:
-    """``{"seed": 1}`` -> ``["--set", "seed=1"]``, sorted by key."""
-    return [x for item in _override_list(overrides) for x in ("--set", item)]
+def _sets(overrides: dict[str, Any] | list[str]) -> list[str]:
+    """``{"seed": 1}`` (sorted by key) or ``["seed=1"]`` (in order) -> ``["--set", "seed=1"]``."""
+    items = _override_list(overrides) if isinstance(overrides, dict) else overrides
+    return [x for item in items for x in ("--set", item)]
+
+
+def _options(call: Any, names: tuple[str, ...]) -> list[str]:
+    """The flags of the named fields of ``call`` that are set and differ from their defaults, in the order named
+    (``--flag value``, a switch alone, a list's flag once per item)."""
+    fields = {f.name: f for f in dataclasses.fields(call)}
+    argv: list[str] = []
+    for f in (fields[name] for name in names):
+        value = getattr(call, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value == default or value is None:
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag)
+        else:
+            argv += [x for v in (value if isinstance(value, list) else [value]) for x in (flag, str(v))]
+    return argv
 
 
 def read_summary(folder: str | Path) -> dict[str, Any]:
@@ -45,46 +70,60 @@ def read_summary(folder: str | Path) -> dict[str, Any]:
 class GenerateCall:
     """`safepref generate`: answers of ``model`` to ``prompts`` in ``out`` (resumable shards)."""
 
-    model: str = field(help="hub id, local folder, embedded name, or API model name (backend openai)")
-    prompts: str = field(help="prompt source or file")
+    model: str = field(help="hub id, local folder, smollm2-135m-instruct, or API model name (backend openai)")
+    prompts: str = field(help="prompt source: a name (advbench:100, xstest-safe, pku-realign:50) or a file")
     out: str = field(help="output folder")
-    preset: str = field("paper-greedy", help="generation preset")
-    set: dict[str, Any] = field(default_factory=dict, help="generation overrides of the preset")
-    backend: str | None = field(None, help="hf, fast or openai (None: fast on a GPU, hf otherwise)")
-    base_url: str | None = field(None, help="openai backend: endpoint")
-    api_key_env: str = field(DEFAULT_KEY_ENV, help="openai backend: variable holding the key")
-    device: str = field("auto", help="auto, cpu, cuda")
+    prompt_field: str = field("prompt", help="prompt column of a plain file")
+    preset: str | None = field(None, choices=sorted(PRESETS), help="settings preset")
+    config: str | None = field(None, help="YAML of generation settings (over the preset)")
+    set: list[str] = field(default_factory=list, metavar="FIELD=VALUE",
+                           help=SET_HELP.format(example="temperature=0.7"))
+    backend: str | None = field(None, help="hf, openai or fast (default: fast on a GPU, hf otherwise)")
+    base_url: str | None = field(None, help="openai backend: endpoint (default: OpenAI's)")
+    api_key_env: str = field(DEFAULT_KEY_ENV, help="openai backend: the environment variable that holds the key")
+    concurrency: int = field(API_DEFAULTS["concurrency"], help="openai backend: parallel requests")
+    timeout: float = field(API_DEFAULTS["timeout"], help="openai backend: seconds per request")
+    max_retries: int = field(API_DEFAULTS["max_retries"],
+                             help="openai backend: retries of a failed request (backoff); 0 = fail at once")
+    device: str = field("auto", help="auto, cpu, cuda, cuda:1, mps")
+    dtype: str = field("auto", help="auto, float32, bfloat16, float16")
+    trust_remote_code: bool = field(False, help="allow the model's own code")
+    overwrite: bool = field(False, help="replace a different generation run in --out (deletes only that run's own "
+                                        "files; a folder holding no generation run is never overwritten)")
 
     def argv(self) -> list[str]:
-        argv = ["generate", "--model", self.model, "--prompts", self.prompts, "--preset", self.preset,
-                *_sets(self.set), "--out", self.out]
+        argv = ["generate", "--model", self.model, "--prompts", self.prompts,
+                *(["--preset", self.preset] if self.preset else []), *_sets(self.set), "--out", self.out]
         if self.backend:
             argv += ["--backend", self.backend]
         if self.base_url:
             argv += ["--base-url", self.base_url]
         if self.backend == "openai" or self.api_key_env != DEFAULT_KEY_ENV:
             argv += ["--api-key-env", self.api_key_env]
-        return argv + ["--device", self.device]
+        return argv + _options(self, ("prompt_field", "config", "concurrency", "timeout", "max_retries")) + [
+            "--device", self.device, *_options(self, ("dtype", "trust_remote_code", "overwrite"))]
 
 
 def generate(call: GenerateCall, command: str | None = None) -> dict[str, Any]:
-    """What `safepref generate` does with these settings (its other options at their defaults); returns the
-    generation summary. Generation records its settings and their hash, not a command."""
+    """`safepref generate`: the answers, written to ``call.out``; returns the generation summary. Generation
+    records its settings and their hash, not a command."""
     from safepref.generate import default_backend, generation_config, make_backend, run_generation
     from safepref.generate.shards import check_out_dir
     from safepref.sources import load_prompts
 
-    config = generation_config(call.preset, None, _override_list(call.set))
-    check_out_dir(call.out)  # before loading any model
-    prompts, report = load_prompts(call.prompts, {"prompt": "prompt"})
+    config = generation_config(call.preset, call.config, call.set)
+    check_out_dir(call.out)  # before loading any model: a bad --out must not cost minutes of loading
+    prompts, report = load_prompts(call.prompts, {"prompt": call.prompt_field})
     print(f"{len(prompts)} prompts from {call.prompts} (dropped: {dict(report.dropped) or 'none'})")
     name = call.backend or default_backend()
     if name == "openai":
         backend = make_backend(name, call.model, base_url=call.base_url, api_key_env=call.api_key_env,
-                               cache_dir=f"{call.out}/api_cache", **API_DEFAULTS)
+                               concurrency=call.concurrency, timeout=call.timeout, max_retries=call.max_retries,
+                               cache_dir=f"{call.out}/api_cache")
     else:
-        backend = make_backend(name, call.model, device=call.device, dtype="auto", trust_remote_code=False)
-    summary = run_generation(prompts, backend, config, call.out, overwrite=False)
+        backend = make_backend(name, call.model, device=call.device, dtype=call.dtype,
+                               trust_remote_code=call.trust_remote_code)
+    summary = run_generation(prompts, backend, config, call.out, overwrite=call.overwrite)
     summary["source"] = report.as_dict()
     return summary
 
@@ -96,140 +135,265 @@ def generate(call: GenerateCall, command: str | None = None) -> dict[str, Any]:
 class TrainCall:
     """`safepref train`: DPO on ``pairs`` from ``model`` into ``out``."""
 
-    pairs: str = field(help="pairs file or source spec")
-    model: str = field(help="starting model")
+    pairs: str = field(help="preference pairs: a file (safepref pairs JSONL, or prompt/chosen/rejected columns) or "
+                            "a source spec such as pku-realign:300")
+    model: str = field(help="starting model: hub id, local folder (full or LoRA adapter), smollm2-135m-instruct")
     out: str = field(help="output folder (the trained checkpoint)")
-    config: str | None = field(None, help="DPO config YAML (None: the study's settings)")
-    set: dict[str, Any] = field(default_factory=dict, help="overrides of that config")
-    resume: bool = field(False, help="continue an interrupted run in out")
+    config: str | None = field(None, help="YAML of DPO settings (configs/train/*.yaml); default: the study's "
+                                          "settings")
+    set: list[str] = field(default_factory=list, metavar="FIELD=VALUE",
+                           help=SET_HELP.format(example="beta=0.01 --set lora.r=8"))
+    no_merge: bool = field(False, help="LoRA: save the adapter, not a merged model")
+    overwrite: bool = field(False, help="replace a different run in --out")
+    resume: bool = field(False, help="continue an interrupted run in --out")
 
     def argv(self) -> list[str]:
-        # The order `safepref train` itself records in run.json (commands/train.py: _arguments).
+        # The order `safepref train` records in run.json and passes to each rank of a relaunch.
         return ["train", "--pairs", self.pairs, "--model", self.model, "--out", self.out,
                 *(["--config", self.config] if self.config else []), *_sets(self.set),
-                *(["--resume"] if self.resume else [])]
+                *_options(self, ("no_merge", "overwrite", "resume"))]
+
+    def settings(self) -> Any:
+        """The ``DPOTrainConfig``: the config file (or the study's settings) with the overrides."""
+        from safepref.train import load_train_config
+
+        return load_train_config(self.config, [*self.set, *(["merge_lora=false"] if self.no_merge else [])])
 
 
 def train(call: TrainCall, command: str | None = None) -> dict[str, Any]:
-    """``safepref.train.train_dpo`` with the config file and overrides; returns its summary. ``command`` goes
-    into run.json."""
-    from safepref.train import load_train_config, train_dpo
+    """``safepref.train.train_dpo`` with the call's settings; returns its summary ({} on ranks other than the
+    main one). ``command`` goes into run.json (default: the call's command line)."""
+    from safepref.redact import command_line
+    from safepref.train import train_dpo
 
-    config = load_train_config(call.config, _override_list(call.set))
-    return train_dpo(call.pairs, call.model, config, call.out, resume=call.resume, command=command)
+    return train_dpo(call.pairs, call.model, call.settings(), call.out, overwrite=call.overwrite,
+                     resume=call.resume, command=command or command_line(["safepref", *call.argv()]))
 
 
 # ---------------------------------------------------------------------------------------------- rm train
 
+# `rm train` options that are no config field of the head kind (``features``..., ``limit`` and ``seed`` are both).
+_RM_KIND_ONLY = {"head": ("features", "embedder", "hidden"), "finetuned": ("backbone", "preset")}
+
 
 @dataclass
 class RMTrainCall:
-    """`safepref rm train`: the offline safety reward model into ``out`` (replaced if there)."""
+    """`safepref rm train`: the offline safety reward model (a head on frozen embeddings, or a fine-tuned
+    sequence classifier) into ``out`` (default ``$SAFEPREF_CACHE/reward/<name>``)."""
 
-    name: str = field(help="artifact name")
-    out: str = field(help="output folder")
-    seed: int = field(0, help="split and training seed")
-    options: dict[str, Any] = field(default_factory=dict,
-                                    help="`safepref rm train` options (kind, limit, ...) and config fields")
+    kind: str = field("head", choices=("head", "finetuned"),
+                      help="head: a small head on frozen MiniLM embeddings (default); finetuned: a whole sequence "
+                           "classifier trained with TRL's RewardTrainer")
+    preset: str = field("auto", help="finetuned only: smollm2 (GPU), minilm-cpu, or auto (smollm2 when a GPU is "
+                                     "there)")
+    backbone: str | None = field(None, help="finetuned only: model to start from")
+    name: str | None = field(None, help="artifact name (default safety-minilm; finetuned: the preset's, "
+                                        "safety-smollm2 or safety-minilm-ft)")
+    out: str | None = field(None, help="output folder (default $SAFEPREF_CACHE/reward/<name>)")
+    config: str | None = field(None, help="YAML of OfflineRMConfig fields")
+    set: list[str] = field(default_factory=list, metavar="FIELD=VALUE",
+                           help=SET_HELP.format(example="features=response"))
+    pairs: list[str] | None = field(None, help="pair source (repeatable)")
+    labels: list[str] | None = field(None, help="labelled source (repeatable)")
+    features: str | None = field(None, help="concat, response or joint")
+    embedder: str | None = field(None, help="all-MiniLM-L6-v2 or hashing")
+    hidden: int | None = field(None, help="hidden units of the head (0 = linear)")
+    limit: int | None = field(None, help="read at most N rows of each source (quick run)")
+    seed: int | None = field(None, help="split and training seed")
+    threads: int | None = field(None, help="CPU threads for torch (1 is often fastest on a busy machine)")
+    device: str = field("auto", help="where the embedder runs: auto, cpu, cuda")
+    overwrite: bool = field(False, help="replace an existing artifact folder")
+
+    # Fields an experiment's ``reward_training`` may not set: the rm/train stage sets them, or they hold config
+    # fields (a ``reward_training`` key that is no option here becomes a --set).
+    OWN = ("name", "out", "overwrite", "config", "set")
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The options an experiment's ``reward_training`` may give (the other keys are config fields)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name not in cls.OWN]
+
+    @classmethod
+    def from_options(cls, name: str, out: str, seed: int, options: dict[str, Any]) -> RMTrainCall:
+        """The rm/train stage's call: ``reward_training`` keys that are options set them (a single pair or
+        label source may be given alone), the others (config fields) become ``--set`` overrides."""
+        known = set(cls.options())
+        given = {k: [v] if k in ("pairs", "labels") and not isinstance(v, list) else v
+                 for k, v in options.items() if k in known}
+        fields = {k: v for k, v in options.items() if k not in known}
+        return cls(**{"seed": seed, **given}, name=name, out=out, overwrite=True, set=_override_list(fields))
 
     def argv(self) -> list[str]:
-        from safepref.experiment_checks import rm_train_options
-
-        return ["rm", "train", "--name", self.name, "--out", self.out, "--overwrite", "--seed", str(self.seed),
-                *rm_train_options(self.options)]
+        # The stage's own options first, then the others and the --set items by key (as experiments list them).
+        own = ["rm", "train", *_options(self, ("name", "out", "overwrite", "seed"))]
+        keyed = [(f, _options(self, (f,))) for f in self.options() if f != "seed"]
+        keyed += [(item.split("=", 1)[0], ["--set", item]) for item in self.set]
+        return own + [x for _, flags in sorted(keyed, key=lambda pair: pair[0]) for x in flags]
 
 
 def train_rm(call: RMTrainCall, command: str | None = None) -> dict[str, Any]:
-    """What `safepref rm train` does with these options: the head on frozen embeddings (kind head, the default)
-    or a fine-tuned sequence classifier (kind finetuned). Returns the model's metadata (``command`` in it).
+    """`safepref rm train`: trains the reward model and saves it in its folder (``rm_folder``); returns its
+    metadata (``command`` in it; default: the call's command line).
 
-    Raises ConfigError for options of the other kind (as the command does).
+    Raises ConfigError for options of the other kind, or for a folder holding a model without ``overwrite``.
     """
-    from safepref.config import load_config
-    from safepref.errors import ConfigError
-    from safepref.experiment_checks import rm_train_flags
+    from safepref.redact import command_line
 
-    flags = set(rm_train_flags())
-    options = {k: v for k, v in call.options.items() if k in flags}
-    fields = {k: v for k, v in call.options.items() if k not in flags}  # config fields: the command's --set
-    kind, device = options.pop("kind", "head"), options.pop("device", "auto")
-    for key in ("pairs", "labels"):  # repeatable options: a list of sources
-        if key in options and not isinstance(options[key], list):
-            options[key] = [options[key]]
-    if options.get("threads"):  # as the command: for the rest of the process
+    command = command or command_line(["safepref", *call.argv()])
+    if call.threads:  # as the command always did: for the rest of the process
         import torch
 
-        torch.set_num_threads(int(options["threads"]))
-    other_kind = ("features", "embedder", "hidden") if kind == "finetuned" else ("backbone", "preset")
-    if any(options.get(k) is not None for k in other_kind):
-        raise ConfigError(f"reward_training: {', '.join(other_kind)} do not belong to kind {kind}")
-    # The command's options that name config fields, then the fields themselves, as config overrides.
-    named = {"name": call.name, "seed": call.seed,
-             **{k: v for k, v in options.items() if k not in ("threads", "preset")}}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in named.items() if v is not None] + _override_list(fields)
-    if kind == "finetuned":
-        from safepref.reward.finetuned import FinetunedRMConfig, pick_preset, train_finetuned_rm
-
-        base = pick_preset(options.get("preset", "auto"), device)
-        base.pop("preset")
-        config = load_config(FinetunedRMConfig, None, overrides, base=base)
-        return train_finetuned_rm(config, Path(call.out), device=device, command=command, overwrite=True)
+        torch.set_num_threads(call.threads)
+    if call.kind == "finetuned":
+        return _train_finetuned_rm(call, command)
+    from safepref.config import load_config
+    from safepref.errors import ConfigError
     from safepref.reward.offline import OfflineRMConfig, train_offline_rm
 
-    model, meta = train_offline_rm(load_config(OfflineRMConfig, None, overrides), device=device, progress=True,
-                                   command=command)
-    model.save(Path(call.out))
+    _check_kind(call)
+    config = load_config(OfflineRMConfig, call.config, _rm_overrides(call, ("name", "pairs", "labels", "features",
+                                                                             "embedder", "hidden", "limit", "seed")))
+    out = rm_folder(call, config.name)
+    if (out / "rm.json").exists() and not call.overwrite:
+        raise ConfigError(f"{out} already holds a reward model; pass --overwrite to replace it, or --name/--out")
+    model, meta = train_offline_rm(config, device=call.device, progress=True, command=command)
+    model.save(out)
     return meta
 
+
+def _train_finetuned_rm(call: RMTrainCall, command: str) -> dict[str, Any]:
+    from safepref.config import load_config
+    from safepref.reward.finetuned import FinetunedRMConfig, pick_preset, train_finetuned_rm
+
+    _check_kind(call)
+    base = pick_preset(call.preset, call.device)
+    preset = base.pop("preset")
+    config = load_config(FinetunedRMConfig, call.config,
+                         _rm_overrides(call, ("name", "backbone", "pairs", "labels", "limit", "seed")), base=base)
+    print(f"preset {preset}: backbone {config.backbone}, {config.epochs:g} epochs, lr {config.lr:g}, "
+          f"batch {config.batch_size}, limit {config.limit}")
+    return train_finetuned_rm(config, rm_folder(call, config.name), device=call.device, command=command,
+                              overwrite=call.overwrite)
+
+
+def _check_kind(call: RMTrainCall) -> None:
+    """ConfigError for options that belong to the other kind (``preset`` counts when not auto)."""
+    from safepref.errors import ConfigError
+
+    if call.kind == "head" and (call.backbone is not None or call.preset != "auto"):
+        raise ConfigError("--backbone and --preset belong to --kind finetuned")
+    if call.kind == "finetuned" and any(v is not None for v in (call.features, call.embedder, call.hidden)):
+        raise ConfigError("--features, --embedder and --hidden belong to --kind head")
+
+
+def _rm_overrides(call: RMTrainCall, names: tuple[str, ...]) -> list[str]:
+    """The named options that are set, as config overrides, then the ``--set`` items (which win)."""
+    values = {name: getattr(call, name) for name in names}
+    return [f"{k}={json.dumps(v)}" for k, v in values.items() if v is not None] + list(call.set)
+
+
+def rm_folder(call: RMTrainCall, name: str) -> Path:
+    """Where the reward model named ``name`` is saved: ``out``, or its default folder."""
+    from safepref.reward.offline import default_folder
+
+    return Path(call.out) if call.out else default_folder(name)
 
 # ------------------------------------------------------------------------------------------------- audit
 
 
+def _audit_default(name: str) -> Any:
+    """``AuditConfig``'s default of a field: the command and the runner use the library's defaults."""
+    from safepref.audit import AuditConfig
+
+    f = next(f for f in dataclasses.fields(AuditConfig) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 @dataclass
 class AuditCall:
-    """`safepref audit`: separability of named preference sets (other settings at the command's defaults)."""
+    """`safepref audit`: separability of preference sets by probes on each representation."""
 
-    sets: list[tuple[str, str]] = field(help="(name, pairs file) of each set, in report order")
-    model: str = field(help="target (= reference) model")
-    representations: list[str] = field(help="probe representations")
-    out: str = field(help="output folder")
-    folds: int = field(5, help="cross-validation folds, grouped by prompt")
-    bootstrap: int = field(1000, help="bootstrap resamples for CIs")
-    prompt_format: str = field("chat", help="how the model sees the prompt, as the training formats it")
-    max_length: int = field(512, help="prompt + response tokens kept")
-    device: str = field("auto", help="auto, cpu, cuda")
+    pairs: list[str] = field(metavar="PATH_OR_SPEC", help="a preference set: pairs.jsonl, a folder holding one, or "
+                                                          "a source spec (repeatable)")
+    name: list[str] = field(default_factory=list, help="display name of each --pairs, in the same order (default: "
+                                                       "folder or file name)")
+    model: str = field(_audit_default("model"), help="target (= reference) model: hub id, folder, "
+                                                     "smollm2-135m-instruct, or none")
+    representations: list[str] | None = field(
+        None, flag="--repr", metavar="NAME",
+        help=f"representation (repeatable; default: {' '.join(_audit_default('representations'))})")
+    folds: int = field(_audit_default("folds"), help="cross-validation folds, grouped by prompt")
+    seed: int = field(_audit_default("seed"), help="seed for folds, probes and bootstrap")
+    C: float = field(_audit_default("C"), help="inverse L2 strength of the logistic regression")
+    bootstrap: int = field(_audit_default("bootstrap"), help="bootstrap resamples for CIs (0 = none)")
+    no_margin: bool = field(False, help="skip the reference model's log-prob margin")
+    max_pairs: int | None = field(None, help="audit only the first N pairs of each set")
+    prompt_format: str = field(_audit_default("prompt_format"), choices=("chat", "raw", "alpaca"),
+                               help="how the target model sees the prompt (chat template, or raw text)")
+    device: str = field(_audit_default("device"), help="auto, cpu, cuda, cuda:1, mps")
+    dtype: str = field(_audit_default("dtype"), help="auto, float32, bfloat16, float16")
+    batch_size: int = field(_audit_default("batch_size"), help="sequences per target-model batch")
+    max_length: int = field(_audit_default("max_length"), help="prompt + response tokens kept")
+    out: str | None = field(None, help="output folder for audit.json/.md/.png (default: none)")
+
+    def names(self) -> list[str]:
+        """The display name of each set: as given, or its folder or file name. ConfigError when the counts
+        differ."""
+        from safepref.errors import ConfigError
+
+        if self.name and len(self.name) != len(self.pairs):
+            raise ConfigError(f"--name given {len(self.name)} time(s) but --pairs {len(self.pairs)} time(s); "
+                              f"give one name per set or none")
+        return list(self.name) or [_default_name(spec) for spec in self.pairs]
 
     def settings(self) -> Any:
-        """The ``safepref.audit.AuditConfig``."""
+        """The ``safepref.audit.AuditConfig`` (model ``none`` = no model)."""
         from safepref.audit import AuditConfig
 
-        return AuditConfig(representations=list(self.representations), model=self.model, folds=self.folds,
-                           bootstrap=self.bootstrap, device=self.device, max_length=self.max_length,
-                           prompt_format=self.prompt_format)
+        return AuditConfig(
+            representations=list(self.representations or _audit_default("representations")),
+            model=None if str(self.model).lower() in ("none", "") else self.model, folds=self.folds,
+            seed=self.seed, C=self.C, bootstrap=self.bootstrap, margin=not self.no_margin, max_pairs=self.max_pairs,
+            device=self.device, dtype=self.dtype, batch_size=self.batch_size, max_length=self.max_length,
+            prompt_format=self.prompt_format)
 
     def argv(self) -> list[str]:
-        """Every option spelled out, as `safepref audit` records its own command in audit.json."""
+        """Every option spelled out (names and representations resolved): the command audit.json records."""
         config = self.settings()
         argv = ["audit"]
-        for name, spec in self.sets:
+        for spec, name in zip(self.pairs, self.names(), strict=True):
             argv += ["--pairs", spec, "--name", name]
-        argv += ["--model", str(config.model)]
+        argv += ["--model", str(self.model)]
         for rep in config.representations:
             argv += ["--repr", rep]
         return argv + ["--folds", str(config.folds), "--seed", str(config.seed), "--C", str(config.C),
                        "--bootstrap", str(config.bootstrap), "--prompt-format", config.prompt_format,
                        "--max-length", str(config.max_length), "--batch-size", str(config.batch_size),
-                       "--device", config.device, "--dtype", config.dtype, "--out", self.out]
+                       "--device", config.device, "--dtype", config.dtype,
+                       *_options(self, ("no_margin", "max_pairs", "out"))]
+
+
+def _default_name(spec: str) -> str:
+    path = Path(spec)
+    if path.is_dir():
+        return path.name
+    if path.is_file():
+        return path.parent.name if path.name == "pairs.jsonl" else path.stem
+    return spec
 
 
 def audit(call: AuditCall, command: str | None = None) -> dict[str, Any]:
-    """``safepref.audit.run_audit`` on the sets; returns its report (``command`` is recorded in audit.json)."""
+    """``safepref.audit.run_audit`` on the sets; returns its report (``command``, default the call's command
+    line, is recorded in audit.json)."""
     from safepref.audit import run_audit
-    from safepref.paths import check_output_dir
+    from safepref.redact import command_line
 
-    check_output_dir(call.out)  # before any model loads
-    return run_audit(list(call.sets), call.settings(), call.out, command=command)
+    sets = list(zip(call.names(), call.pairs, strict=True))
+    if call.out:
+        from safepref.paths import check_output_dir
 
+        check_output_dir(call.out)  # before any model loads
+    return run_audit(sets, call.settings(), call.out, command=command or command_line(["safepref", *call.argv()]))
 
 # -------------------------------------------------------------------------------------------------- eval
 

@@ -23,33 +23,14 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from safepref.config import add_arguments_from
+    from safepref.stages import RMTrainCall
+
     sub = parser.add_subparsers(dest="rm_command", metavar="SUBCOMMAND", required=True)
 
     train = sub.add_parser("train", help="train the offline safety reward model on the offline data",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--kind", choices=("head", "finetuned"), default="head",
-                       help="head: a small head on frozen MiniLM embeddings (default); finetuned: a whole "
-                            "sequence classifier trained with TRL's RewardTrainer")
-    train.add_argument("--preset", default="auto",
-                       help="finetuned only: smollm2 (GPU), minilm-cpu, or auto (smollm2 when a GPU is there)")
-    train.add_argument("--backbone", default=None, help="finetuned only: model to start from")
-    train.add_argument("--name", default=None, help="artifact name (default safety-minilm; finetuned: the "
-                                                    "preset's, safety-smollm2 or safety-minilm-ft)")
-    train.add_argument("--out", default=None, help="output folder (default $SAFEPREF_CACHE/reward/<name>)")
-    train.add_argument("--config", default=None, help="YAML of OfflineRMConfig fields")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override one config field (repeatable), e.g. --set features=response")
-    train.add_argument("--pairs", action="append", default=None, help="pair source (repeatable)")
-    train.add_argument("--labels", action="append", default=None, help="labelled source (repeatable)")
-    train.add_argument("--features", default=None, help="concat, response or joint")
-    train.add_argument("--embedder", default=None, help="all-MiniLM-L6-v2 or hashing")
-    train.add_argument("--hidden", type=int, default=None, help="hidden units of the head (0 = linear)")
-    train.add_argument("--limit", type=int, default=None, help="read at most N rows of each source (quick run)")
-    train.add_argument("--seed", type=int, default=None, help="split and training seed")
-    train.add_argument("--threads", type=int, default=None,
-                       help="CPU threads for torch (1 is often fastest on a busy machine)")
-    train.add_argument("--device", default="auto", help="where the embedder runs: auto, cpu, cuda")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing artifact folder")
+    add_arguments_from(train, RMTrainCall)  # one option per field of the stage's config, help from the field
     train.epilog = ("--kind finetuned: every field of FinetunedRMConfig (safepref/reward/finetuned.py) can be "
                     "set with --set or --config: backbone, input_format, pairs, labels, exclude, epochs, eval_every, "
                     "patience, batch_size, lr, weight_decay, center_rewards, max_length, dev_fraction, "
@@ -85,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
+    if args.threads and args.rm_command != "train":  # rm train sets them itself (stages.train_rm)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -98,65 +79,27 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import sys
 
-    from safepref.config import load_config
-    from safepref.errors import ConfigError
+    from safepref.config import from_arguments
     from safepref.redact import command_line
-    from safepref.reward.offline import OfflineRMConfig, default_folder, train_offline_rm
+    from safepref.stages import RMTrainCall, rm_folder, train_rm
 
-    command = command_line(["safepref", *sys.argv[1:]])
-    if args.kind == "finetuned":
-        return _train_finetuned(args, command)
-    if args.backbone is not None or args.preset != "auto":
-        raise ConfigError("--backbone and --preset belong to --kind finetuned")
-    flags = {"name": args.name, "pairs": args.pairs, "labels": args.labels, "features": args.features,
-             "embedder": args.embedder, "hidden": args.hidden, "limit": args.limit, "seed": args.seed}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.overrides
-    config = load_config(OfflineRMConfig, args.config, overrides)
-    out = Path(args.out) if args.out else default_folder(config.name)
-    if (out / "rm.json").exists() and not args.overwrite:
-        raise ConfigError(f"{out} already holds a reward model; pass --overwrite to replace it, or --name/--out")
-    model, meta = train_offline_rm(config, device=args.device, progress=True, command=command)
-    model.save(out)
-    metrics = meta["metrics"]
-    print(json.dumps({"sizes": meta["sizes"], "best_epoch": meta["best_epoch"],
-                      "timings_s": {k: round(v, 1) for k, v in meta["timings"].items()}}, indent=1))
-    for key, value in metrics.items():
+    call = from_arguments(RMTrainCall, args)
+    meta = train_rm(call, command=command_line(["safepref", *sys.argv[1:]]))
+    out = rm_folder(call, meta["name"])
+    print(json.dumps({"sizes": meta["sizes"], **({"best_epoch": meta["best_epoch"]} if call.kind == "head" else {
+        "data": meta["data"], "label_pairs": meta["label_pairs"],
+        "dropped_identical_sides": meta["dropped_identical_sides"], "steps": meta["steps"],
+        "best_checkpoint": meta["best_checkpoint"]}),
+        "timings_s": {k: round(v, 1) for k, v in meta["timings"].items()}}, indent=1))
+    for key, value in meta["metrics"].items():
         if "accuracy" in value:
             ci = value.get("cluster_ci", [value["ci_low"], value["ci_high"]])
             print(f"{key}: accuracy {value['accuracy']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n={value['n']})")
         else:
             print(f"{key}: accuracy@0 {value['accuracy_at_0']:.3f}, ROC AUC {value.get('roc_auc', float('nan')):.3f}"
                   f" (n={value['n']})")
-    print(f"saved {out}  (load it as offline:{config.name if not args.out else out})")
-    return 0
-
-
-def _train_finetuned(args: argparse.Namespace, command: str) -> int:
-    from safepref.config import load_config
-    from safepref.errors import ConfigError
-    from safepref.reward.finetuned import FinetunedRMConfig, pick_preset, train_finetuned_rm
-    from safepref.reward.offline import default_folder
-
-    if any(v is not None for v in (args.features, args.embedder, args.hidden)):
-        raise ConfigError("--features, --embedder and --hidden belong to --kind head")
-    base = pick_preset(args.preset, args.device)
-    preset = base.pop("preset")
-    flags = {"name": args.name, "backbone": args.backbone, "pairs": args.pairs, "labels": args.labels,
-             "limit": args.limit, "seed": args.seed}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + args.overrides
-    config = load_config(FinetunedRMConfig, args.config, overrides, base=base)
-    out = Path(args.out) if args.out else default_folder(config.name)
-    print(f"preset {preset}: backbone {config.backbone}, {config.epochs:g} epochs, lr {config.lr:g}, "
-          f"batch {config.batch_size}, limit {config.limit}")
-    meta = train_finetuned_rm(config, out, device=args.device, command=command, overwrite=args.overwrite)
-    print(json.dumps({"sizes": meta["sizes"], "data": meta["data"], "label_pairs": meta["label_pairs"],
-                      "dropped_identical_sides": meta["dropped_identical_sides"], "steps": meta["steps"],
-                      "best_checkpoint": meta["best_checkpoint"],
-                      "timings_s": {k: round(v, 1) for k, v in meta["timings"].items()}}, indent=1))
-    for key, value in meta["metrics"].items():
-        ci = value.get("cluster_ci", [value["ci_low"], value["ci_high"]])
-        print(f"{key}: accuracy {value['accuracy']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n={value['n']})")
-    print(f"saved {out}  (load it as hf:{out} or offline:{config.name if not args.out else out})")
+    load = "offline" if call.kind == "head" else "hf:{out} or offline"
+    print(f"saved {out}  (load it as {load.format(out=out)}:{meta['name'] if not call.out else out})")
     return 0
 
 

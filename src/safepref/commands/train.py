@@ -22,6 +22,10 @@ import os
 import shlex
 import subprocess
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from safepref.stages import TrainCall
 
 
 def _settings_help(cls: type, prefix: str = "") -> str:
@@ -42,21 +46,11 @@ def _settings_help(cls: type, prefix: str = "") -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from safepref.config import add_arguments_from
+    from safepref.stages import TrainCall
     from safepref.train.dpo import DPOTrainConfig
 
-    parser.add_argument("--pairs", required=True,
-                        help="preference pairs: a file (safepref pairs JSONL, or prompt/chosen/rejected columns) "
-                             "or a source spec such as pku-realign:300")
-    parser.add_argument("--model", required=True,
-                        help="starting model: hub id, local folder (full or LoRA adapter), smollm2-135m-instruct")
-    parser.add_argument("--config", default=None, help="YAML of DPO settings (configs/train/*.yaml); "
-                                                       "default: the study's settings")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override one setting (repeatable), e.g. --set beta=0.01 --set lora.r=8")
-    parser.add_argument("--out", required=True, help="output folder (the trained checkpoint)")
-    parser.add_argument("--no-merge", action="store_true", help="LoRA: save the adapter, not a merged model")
-    parser.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    add_arguments_from(parser, TrainCall)  # the stage's options, help from its fields; then the launcher's
     parser.add_argument("--accelerate-config", default=None, metavar="YAML",
                         help="relaunch through `accelerate launch` with this config (configs/accelerate/*.yaml)")
     parser.add_argument("--num-processes", type=int, default=None,
@@ -64,28 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "settings (--config / --set):\n" + _settings_help(DPOTrainConfig)
 
 
-def _config(args: argparse.Namespace):  # -> DPOTrainConfig
-    from safepref.train import load_train_config
-
-    overrides = list(args.overrides)
-    if args.no_merge:
-        overrides.append("merge_lora=false")
-    return load_train_config(args.config, overrides)
-
-
-def _arguments(args: argparse.Namespace) -> list[str]:
-    """This command's arguments, minus the launcher options (recorded in run.json, passed to each rank)."""
-    argv = ["train", "--pairs", args.pairs, "--model", args.model, "--out", args.out]
-    if args.config:
-        argv += ["--config", args.config]
-    for item in args.overrides:
-        argv += ["--set", item]
-    argv += [flag for flag, on in (("--no-merge", args.no_merge), ("--overwrite", args.overwrite),
-                                   ("--resume", args.resume)) if on]
-    return argv
-
-
-def _relaunch(args: argparse.Namespace) -> int:
+def _relaunch(args: argparse.Namespace, call: TrainCall) -> int:
     """Run this same command under ``accelerate launch`` (inputs were checked here first)."""
     from safepref.errors import ConfigError
 
@@ -94,22 +67,22 @@ def _relaunch(args: argparse.Namespace) -> int:
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config]
     if args.num_processes:
         launch += ["--num_processes", str(args.num_processes)]
-    command = launch + ["-m", "safepref", *_arguments(args)]
+    command = launch + ["-m", "safepref", *call.argv()]  # the command minus the launcher options, on each rank
     print("launching:", shlex.join(command), flush=True)
     return subprocess.call(command)
 
 
 def run(args: argparse.Namespace) -> int:
-    from safepref.redact import command_line
-    from safepref.train.dpo import check_inputs, train_dpo
+    from safepref.config import from_arguments
+    from safepref.stages import TrainCall, train
+    from safepref.train.dpo import check_inputs
 
-    config = _config(args)
+    call = from_arguments(TrainCall, args)
     if args.accelerate_config and "LOCAL_RANK" not in os.environ:
         # Fail fast on bad pairs or a taken --out before starting N processes.
-        check_inputs(args.pairs, args.model, config, args.out, args.overwrite, args.resume)
-        return _relaunch(args)
-    summary = train_dpo(args.pairs, args.model, config, args.out, overwrite=args.overwrite, resume=args.resume,
-                        command=command_line(["safepref", *_arguments(args)]))
+        check_inputs(call.pairs, call.model, call.settings(), call.out, call.overwrite, call.resume)
+        return _relaunch(args, call)
+    summary = train(call)  # run.json records the call's command line (launcher options left out)
     if not summary:  # ranks other than the main one
         return 0
     training, monitor = summary["training"], summary["monitor"]
