@@ -311,11 +311,12 @@ def _check_own_files(out: Path) -> None:
 
 def build_set(config: BuildConfig, command: str | None = None) -> dict[str, Any]:
     """Build the preference set ``config`` describes into ``config.out``; returns its summary (summary.json).
-    ``command`` is recorded as the command that ran (default: the equivalent `safepref build` line)."""
+    ``command`` is recorded as the command that ran (default: ``provenance.command``: the `safepref build`
+    command line being run, else the equivalent one)."""
     import sys
 
+    from safepref import provenance
     from safepref.paths import check_output_dir
-    from safepref.redact import command_line
     from safepref.refusal import phrase_set
 
     started = time.time()
@@ -348,7 +349,7 @@ def build_set(config: BuildConfig, command: str | None = None) -> dict[str, Any]
     if not pairs:
         raise DataError(f"recipe {recipe} made no pair (dropped: {dict(drops) or 'nothing'}); nothing written")
     return _write(config, recipe, condition, pairs, drops, rm, phrases, answers,
-                  {"command": command or command_line(["safepref", *command_for(config)]), "inputs": inputs,
+                  {"command": provenance.command(command, command_for(config)), "inputs": inputs,
                    "prompt_selection": selection, "scoring": scoring, "started": started})
 
 
@@ -445,7 +446,7 @@ def _score(config: BuildConfig, recipe: str, rm: Any, answers: dict, pool: dict,
 def _write(config: BuildConfig, recipe: str, condition: str | None, pairs: list[Any], drops: Counter, rm: Any,
            phrases: Any, answers: dict, record: dict[str, Any]) -> dict[str, Any]:
     """pairs.jsonl, the datasheet, then summary.json (last: its presence marks a finished build)."""
-    from safepref import __version__
+    from safepref import provenance
     from safepref.conditions import CONDITIONS
     from safepref.config import config_hash
     from safepref.datasheet import build_datasheet, write_datasheet
@@ -477,6 +478,6 @@ def _write(config: BuildConfig, recipe: str, condition: str | None, pairs: list[
                "hash": config_hash(settings), "inputs": inputs, "prompt_selection": record["prompt_selection"],
                "scoring": scoring, "pairs": len(pairs), "prompts": sheet["prompts"],
                "drops": dict(sorted(drops.items())), "seconds": round(time.time() - record["started"], 2),
-               "versions": {"safepref": __version__}}
+               "versions": provenance.versions()}
     write_json(out / "summary.json", summary)
     return summary

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from safepref import __version__
+from safepref import __version__, provenance
 from safepref.errors import SafeprefError
 from safepref.redact import redact_text
 
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with provenance.running_command(sys.argv[1:] if argv is None else argv):  # the command outputs record
+            return int(args._run(args) or 0)
     except SafeprefError as exc:
         print(f"safepref {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 1

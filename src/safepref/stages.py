@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safepref import provenance
 from safepref.config import field
 from safepref.experiment_checks import sets as _override_list
 from safepref.generate import PRESETS
@@ -162,12 +163,11 @@ class TrainCall:
 
 def train(call: TrainCall, command: str | None = None) -> dict[str, Any]:
     """``safepref.train.train_dpo`` with the call's settings; returns its summary ({} on ranks other than the
-    main one). ``command`` goes into run.json (default: the call's command line)."""
-    from safepref.redact import command_line
+    main one). ``command`` goes into run.json (default: ``provenance.command``)."""
     from safepref.train import train_dpo
 
     return train_dpo(call.pairs, call.model, call.settings(), call.out, overwrite=call.overwrite,
-                     resume=call.resume, command=command or command_line(["safepref", *call.argv()]))
+                     resume=call.resume, command=provenance.command(command, call.argv()))
 
 
 # ---------------------------------------------------------------------------------------------- rm train
@@ -233,13 +233,11 @@ class RMTrainCall:
 
 def train_rm(call: RMTrainCall, command: str | None = None) -> dict[str, Any]:
     """`safepref rm train`: trains the reward model and saves it in its folder (``rm_folder``); returns its
-    metadata (``command`` in it; default: the call's command line).
+    metadata (``command`` in it; default: ``provenance.command``).
 
     Raises ConfigError for options of the other kind, or for a folder holding a model without ``overwrite``.
     """
-    from safepref.redact import command_line
-
-    command = command or command_line(["safepref", *call.argv()])
+    command = provenance.command(command, call.argv())
     if call.threads:  # as the command always did: for the rest of the process
         import torch
 
@@ -383,17 +381,16 @@ def _default_name(spec: str) -> str:
 
 
 def audit(call: AuditCall, command: str | None = None) -> dict[str, Any]:
-    """``safepref.audit.run_audit`` on the sets; returns its report (``command``, default the call's command
-    line, is recorded in audit.json)."""
+    """``safepref.audit.run_audit`` on the sets; returns its report (``command``, default
+    ``provenance.command``, is recorded in audit.json)."""
     from safepref.audit import run_audit
-    from safepref.redact import command_line
 
     sets = list(zip(call.names(), call.pairs, strict=True))
     if call.out:
         from safepref.paths import check_output_dir
 
         check_output_dir(call.out)  # before any model loads
-    return run_audit(sets, call.settings(), call.out, command=command or command_line(["safepref", *call.argv()]))
+    return run_audit(sets, call.settings(), call.out, command=provenance.command(command, call.argv()))
 
 # -------------------------------------------------------------------------------------------------- eval
 
@@ -428,7 +425,8 @@ def jailbreak(call: JailbreakCall, command: str | None = None) -> dict[str, Any]
     from safepref.evaluate.judges import JudgeSettings
 
     return run_jailbreak(call.out, judges=call.judges or list(DEFAULT_JUDGES), prompts=call.prompts,
-                         judge_settings=JudgeSettings(), **_generation(call.model, call.set, call.device))
+                         judge_settings=JudgeSettings(), command=provenance.command(command, call.argv()),
+                         **_generation(call.model, call.set, call.device))
 
 
 @dataclass
@@ -454,7 +452,7 @@ def refusal(call: RefusalCall, command: str | None = None) -> dict[str, Any]:
 
     return run_refusal(call.out, detectors=list(DEFAULT_DETECTORS), safe_prompts=call.safe,
                        unsafe_prompts=call.unsafe, judge_settings=JudgeSettings(),
-                       **_generation(call.model, call.set, call.device))
+                       command=provenance.command(command, call.argv()), **_generation(call.model, call.set, call.device))
 
 
 @dataclass
@@ -480,4 +478,5 @@ def general(call: GeneralCall, command: str | None = None) -> dict[str, Any]:
 
     return evaluate_general(call.model, call.tasks, include_path=[call.include_path] if call.include_path else [],
                             limit=call.limit or None, device=call.device, batch_size=8, out_dir=call.out,
-                            num_fewshot=None, dtype="auto", log_samples=False)
+                            num_fewshot=None, dtype="auto", log_samples=False,
+                            command=provenance.command(command, call.argv()))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from safepref import provenance
 from safepref.audit.probes import check_folds, cross_validate
 from safepref.audit.representations import (
     AuditContext,
@@ -42,7 +42,6 @@ from safepref.audit.representations import (
 from safepref.config import field, require
 from safepref.errors import DataError
 from safepref.records import PreferencePair
-from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
 
@@ -270,24 +269,12 @@ def run_audit(sets: list[tuple[str, str]], config: AuditConfig, out_dir: str | P
     report = {
         "audit_version": AUDIT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command_line(command or sys.argv),
+        "command": provenance.command(command),
         "config": dataclasses.asdict(config),
-        "versions": _versions(),
+        "versions": provenance.versions("scikit-learn", "torch", "transformers", "sentence-transformers"),
         "sets": results,
     }
     report["comparison"] = report_mod.comparison(results)
     if out_dir is not None:
         report_mod.write_report(report, out_dir)
     return report
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    out = {}
-    for package in ("safepref", "scikit-learn", "torch", "transformers", "sentence-transformers"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out

@@ -31,10 +31,7 @@ inputs, prompt selection, scoring, counts, drops by reason; written last).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-from safepref.redact import command_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,22 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
 
     from safepref.build import BuildConfig, build_set
+    from safepref.config import from_arguments
 
-    config = BuildConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)})
-    summary = build_set(config, command=_command_line())
+    summary = build_set(from_arguments(BuildConfig, args))  # records the command line being run
     out = Path(args.out)
     print((out / "datasheet.md").read_text(encoding="utf-8"), end="")  # datasheet_markdown of the sheet
     print(json.dumps({"pairs": summary["pairs"], "prompts": summary["prompts"], "drops": summary["drops"]}))
     print(f"wrote {out}/pairs.jsonl, datasheet.json, datasheet.md, summary.json")
     return 0
-
-
-def _command_line() -> str | None:
-    """The command as typed, when this process is the `safepref build` command line (else None: build_set
-    records the equivalent command)."""
-    argv = sys.argv[1:]
-    return command_line(["safepref", *argv]) if "build" in argv else None

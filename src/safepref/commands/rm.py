@@ -77,14 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import sys
-
     from safepref.config import from_arguments
-    from safepref.redact import command_line
     from safepref.stages import RMTrainCall, rm_folder, train_rm
 
     call = from_arguments(RMTrainCall, args)
-    meta = train_rm(call, command=command_line(["safepref", *sys.argv[1:]]))
+    meta = train_rm(call)  # records the command line being run
     out = rm_folder(call, meta["name"])
     print(json.dumps({"sizes": meta["sizes"], **({"best_epoch": meta["best_epoch"]} if call.kind == "head" else {
         "data": meta["data"], "label_pairs": meta["label_pairs"],

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib.metadata
+import importlib
 import json
 import logging
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from safepref import __version__, paths
+from safepref import paths, provenance
 from safepref.errors import BackendError, ConfigError, DataError, ModelError, SafeprefError
 from safepref.models import pick_device, pick_dtype, resolve_model
 from safepref.records import write_json, write_jsonl
-from safepref.redact import command_line
 
 log = logging.getLogger(__name__)
 
@@ -220,21 +218,18 @@ def flatten_results(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     return flat
 
 
-def _versions() -> dict[str, str]:
-    found = {"safepref": __version__}
-    for package in ("lm_eval", "torch", "transformers", "peft", "datasets"):
-        try:
-            found[package] = importlib.metadata.version(package.replace("_", "-"))
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
+def _versions() -> dict[str, Any]:
+    """results.json's version keys: the installed packages (those found) and lm-eval's (None when absent)."""
+    found = {k: v for k, v in provenance.versions("lm_eval", "torch", "transformers", "peft", "datasets").items()
+             if v != "absent" and k != "python"}
+    return {"versions_installed": found, "lm_eval_version": found.get("lm_eval")}
 
 
 def evaluate_general(model_spec: str, tasks: str | list[str], include_path: str | list[str] | None = None,
                      limit: int | float | None = None, device: str = "auto", batch_size: int | str = 8,
                      out_dir: str | Path | None = None, num_fewshot: int | None = None, dtype: str = "auto",
                      apply_chat_template: bool = False, log_samples: bool = False,
-                     trust_remote_code: bool = False) -> dict[str, dict[str, float]]:
+                     trust_remote_code: bool = False, command: str | None = None) -> dict[str, dict[str, float]]:
     """Run lm-eval's ``simple_evaluate`` on ``tasks`` and return ``{task: {metric: value}}``.
 
     ``tasks``: names, a comma list or a preset (``paper``, ``local``). ``include_path``: folders of task
@@ -296,12 +291,11 @@ def evaluate_general(model_spec: str, tasks: str | list[str], include_path: str 
             "task_configs": results.get("configs", {}),
             "model_info": {k: v for k, v in results.get("config", {}).items()
                            if k.startswith("model_") and k != "model_args"},
-            "versions_installed": _versions(),
-            "lm_eval_version": _versions().get("lm_eval"),
+            **_versions(),
             "seconds": {"load_tasks": round(loaded_tasks - started, 2),
                         "load_model": round(loaded_model - loaded_tasks, 2),
                         "evaluate": round(finished - loaded_model, 2), "total": round(finished - started, 2)},
-            "command": command_line(sys.argv),
+            "command": provenance.command(command),
         })
     return flat
 

@@ -24,18 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from safepref import __version__
 from safepref.errors import BackendError, DataError, SafeprefError
 from safepref.evaluate.judges import Judge, JudgeSettings, aggregate, check_judge_spec, make_judge
 from safepref.records import Prompt, Response, iter_jsonl, read_records, to_dict, write_json, write_jsonl
-from safepref.redact import command_line
 from safepref.stats import rate_entry
 
 log = logging.getLogger(__name__)
@@ -184,9 +180,12 @@ def _per_answer(answers: list[Response], entries: dict[str, Any], out_dir: Path)
         for i, a in enumerate(answers)))
 
 
-def provenance() -> dict[str, Any]:
-    return {"command": command_line(["safepref", *sys.argv[1:]]) if sys.argv else "",
-            "safepref": __version__, "python": platform.python_version(),
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """metrics.json's provenance keys: the command (``safepref.provenance.command``), versions, time."""
+    from safepref import provenance as prov
+
+    versions = prov.versions()
+    return {"command": prov.command(command), "safepref": versions["safepref"], "python": versions["python"],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -199,7 +198,8 @@ def run_jailbreak(out_dir: str | Path, judges: list[str] | tuple[str, ...] = DEF
                   overrides: list[str] | None = None, prompt_format: str | None = None,
                   backend: str | None = None, backend_options: dict[str, Any] | None = None,
                   judge_settings: JudgeSettings | None = None, prompt_field: str = "prompt",
-                  response_field: str = "response", overwrite: bool = False) -> dict[str, Any]:
+                  response_field: str = "response", overwrite: bool = False,
+                  command: str | None = None) -> dict[str, Any]:
     """Generate (unless ``answers`` is given), save the answers, judge them; return metrics.json's content.
 
     Raises ConfigError for an unknown judge (before any work), ModelError for a model that cannot be
@@ -255,7 +255,7 @@ def run_jailbreak(out_dir: str | Path, judges: list[str] | tuple[str, ...] = DEF
     metrics = {**summarize(entries), "counts": {"answers": len(responses),
                                                 "prompts": len({r.prompt_id for r in responses})},
                "judges": entries, "answers_file": str(answers_file), "answers_sha256": answers_sha,
-               **info, "failed_judges": {name: str(exc) for name, exc in failures}, **provenance()}
+               **info, "failed_judges": {name: str(exc) for name, exc in failures}, **provenance(command)}
     write_json(metrics_file, metrics)
     _per_answer(responses, entries, out_dir)
     if failures:

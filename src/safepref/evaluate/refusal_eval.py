@@ -149,7 +149,8 @@ def run_refusal(out_dir: str | Path, model: str | None = None, answers: str | No
                 preset: str | None = "paper-eval", config_path: str | None = None,
                 overrides: list[str] | None = None, prompt_format: str | None = None,
                 backend: str | None = None, backend_options: dict[str, Any] | None = None,
-                judge_settings: JudgeSettings | None = None, overwrite: bool = False) -> dict[str, Any]:
+                judge_settings: JudgeSettings | None = None, overwrite: bool = False,
+                command: str | None = None) -> dict[str, Any]:
     """Answer (or read) the safe and unsafe prompts, detect refusals, write and return the metrics.
 
     ``limit`` keeps the first N prompts of each set. Answers read with ``answers`` are labelled safe/unsafe
@@ -213,7 +214,7 @@ def run_refusal(out_dir: str | Path, model: str | None = None, answers: str | No
     metrics.update(detectors={n: described[n] for n in detector_fns}, answers_file=str(answers_file),
                    answers_sha256=file_sha256(answers_file), prompt_sets={"safe": safe_prompts,
                                                                           "unsafe": unsafe_prompts},
-                   limit=limit, **info, **provenance())
+                   limit=limit, **info, **provenance(command))
     write_jsonl(out_dir / "refusals.jsonl", (
         {"prompt_id": r.prompt_id, "label": lab, "type": by_id[r.prompt_id].meta.get("type"), "prompt": r.prompt,
          "answer": r.response, "refusal": {name: values[i] for name, values in flags.items()}}

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from safepref import provenance
 from safepref.config import field, require
 from safepref.errors import ConfigError, DataError
 from safepref.records import PreferencePair, write_json, write_text
@@ -209,7 +210,7 @@ def _trainer_args(config: FinetunedRMConfig, work: Path, device: str, steps_per_
         center_rewards_coefficient=config.center_rewards or None, dataloader_num_workers=0)
 
 
-def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto", command: str = "",
+def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto", command: str | None = None,
                        overwrite: bool = False) -> dict[str, Any]:
     """Train, save the checkpoint folder ``out`` and return its metadata (also in ``safepref_rm.json``).
 
@@ -249,7 +250,8 @@ def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto
         meta = {"format": FORMAT, "name": config.name, "input_format": input_format, **report,
                 "sizes": {k: len(v) for k, v in splits.items()}, "steps": trainer.state.global_step,
                 "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name, "history": history,
-                "device": device, "command": command, "versions": _versions()}
+                "device": device, "command": provenance.command(command),
+                "versions": provenance.versions("torch", "transformers", "trl")}
         tick = time.perf_counter()
         meta["metrics"] = _split_metrics(model, tokenizer, input_format, config, splits, device)
         timings["evaluate"] = time.perf_counter() - tick
@@ -306,15 +308,3 @@ def _save(model: Any, tokenizer: Any, meta: dict[str, Any], seen: set[str], tmp:
     if out.exists():  # checked by check_out: empty, or our own earlier artifact
         shutil.rmtree(out)
     os.replace(tmp, out)
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    versions = {}
-    for package in ("safepref", "torch", "transformers", "trl"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "?"
-    return versions

@@ -27,10 +27,8 @@ pickle, no code from the folder.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -39,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from safepref import paths
+from safepref import paths, provenance
 from safepref.config import field, require
 from safepref.errors import ConfigError, DataError, ModelError
 from safepref.records import PreferencePair, write_json, write_text
-from safepref.redact import command_line
 from safepref.reward import check_batch, conversation_text, pairwise_accuracy
 from safepref.reward.data import seen_prompt_ids, split_sources
 from safepref.reward.labels import LABEL_SOURCES, LabelledResponse, load_labelled  # noqa: F401 - re-exported
@@ -361,8 +358,8 @@ def train_offline_rm(config: OfflineRMConfig, embedder: Embedder | None = None, 
         "best_epoch": best[1], "history": history,
         "split": {"fractions": config.fractions, "seed": config.seed, "by": "prompt_id (safepref.sources.split_of)"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command_line(command or sys.argv),
-        "versions": {p: _version(p) for p in ("safepref", "torch", "sentence-transformers", "scikit-learn")},
+        "command": provenance.command(command),
+        "versions": provenance.versions("torch", "sentence-transformers", "scikit-learn"),
     }
     model = OfflineRewardModel(f"offline:{config.name}", meta, head, mean, std, embed, seen_prompt_ids(splits))
 
@@ -463,11 +460,3 @@ def _classification(scores: list[float], safe: list[bool]) -> dict[str, Any]:
     if len(set(safe)) == 2:
         result["roc_auc"] = float(roc_auc_score(safe, scores))
     return result
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
