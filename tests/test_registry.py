@@ -71,3 +71,31 @@ def test_judges_reward_models_and_backends_use_it(monkeypatch, tmp_path):
     assert load_reward_model("length").score(["p", "p"], ["ab", "abcd"]) == [2.0, 4.0]
     with pytest.raises(ConfigError, match=r"unknown reward model 'lenght'\. Did you mean 'length:…'\? Known kinds"):
         load_reward_model("lenght")
+
+
+def test_sources_and_probe_representations_use_it(tmp_path):
+    from safepref.audit.representations import REPRESENTATIONS, SentenceEmbedding, parse_representation
+    from safepref.errors import DataError
+    from safepref.sources import SOURCES, parse_spec
+
+    assert isinstance(SOURCES, Registry) and isinstance(REPRESENTATIONS, Registry)
+    # a source is a record, not a factory: load gives it back
+    assert SOURCES.load("advbench").kind == "prompts"
+    assert parse_spec("advbench:5").limit == 5
+    # an unknown source is a data error (it names data), with the hint and every source listed
+    with pytest.raises(DataError, match=r"unknown source 'advbenh'\. Did you mean 'advbench'\? Known sources:\n"
+                                        r"(.|\n)*xstest-unsafe") as info:
+        parse_spec("advbenh:3")
+    assert "or give a path" in str(info.value)
+    with pytest.raises(DataError, match="unknown source 'gpt4oo'. Did you mean 'gpt4o'"):
+        parse_spec(f"gpt4oo={tmp_path / 'x.jsonl'}")
+    # representations: name:argument specs made by one factory per name
+    assert [parse_representation(s).spec for s in ("hidden:3", "hidden:", "embed:All-MiniLM-L6-v2", "tfidf")] == [
+        "hidden:3", "hidden:auto", "minilm", "tfidf"]
+    other = parse_representation("embed:my/folder")
+    assert isinstance(other, SentenceEmbedding) and (other.spec, other.model_name) == ("embed:my/folder", "my/folder")
+    for spec, message in (("length:3", "length takes no argument"), ("minilm:x", "minilm takes no argument"),
+                          ("tfid", "unknown representation 'tfid'. Did you mean 'tfidf'")):
+        with pytest.raises(ConfigError, match=message):
+            parse_representation(spec)
+    assert REPRESENTATIONS.describe().splitlines()[0].startswith("  hidden   hidden:<layer|auto|all>")

@@ -11,8 +11,10 @@ only for the entry in use). ``create`` calls it with the argument after the firs
 none) followed by the caller's arguments. A Registry is a dict, so ``name in registry`` and listing the names
 work as before; a test may add an entry with ``monkeypatch.setitem``.
 
-Used by the judges (``safepref.evaluate.judges.JUDGES``), the reward models (``safepref.reward.REWARD_KINDS``)
-and the generation backends (``safepref.generate.BACKENDS``).
+Used by the judges (``safepref.evaluate.judges.JUDGES``), the reward models (``safepref.reward.REWARD_KINDS``),
+the generation backends (``safepref.generate.BACKENDS``), the data sources (``safepref.sources.SOURCES``: records,
+not factories; ``load`` returns the record) and the audit's probe representations
+(``safepref.audit.representations.REPRESENTATIONS``).
 """
 
 from __future__ import annotations
@@ -45,22 +47,25 @@ class Registry(dict[str, Any]):
 
     ``kind`` names the things in messages ("judge", "reward model"). ``known`` renders the list of what is known
     for an error (default ``Known: a, b, c``); ``suffix`` is appended to the "did you mean" suggestion (``":…"``
-    for kinds that take an argument). ``help`` holds one line per name, for ``describe``.
+    for kinds that take an argument). ``help`` holds one line per name, for ``describe``. ``error`` is the class of
+    the error for an unknown name (ConfigError; DataError for data sources, named in data specs).
     """
 
     def __init__(self, kind: str, entries: Mapping[str, Any], *, known: Callable[[Registry], str] | None = None,
-                 suffix: str = "", help: Mapping[str, str] | None = None) -> None:  # noqa: A002 - as in field()
+                 suffix: str = "", help: Mapping[str, str] | None = None,  # noqa: A002 - as in field()
+                 error: type[SafeprefError] = ConfigError) -> None:
         super().__init__(entries)
         self.kind = kind
         self.suffix = suffix
         self.help = dict(help or {})
+        self.error = error
         self._known = known or (lambda registry: f"Known: {', '.join(registry)}")
 
-    def unknown(self, spec: str, name: str | None = None) -> ConfigError:
+    def unknown(self, spec: str, name: str | None = None) -> SafeprefError:
         """The error for a spec whose name is not registered (``name`` defaults to the spec's)."""
         name = split_spec(spec).name if name is None else name
         hint = did_you_mean(name, list(self), suffix=self.suffix)
-        return ConfigError(f"unknown {self.kind} '{spec}'.{hint} {self._known(self)}")
+        return self.error(f"unknown {self.kind} '{spec}'.{hint} {self._known(self)}")
 
     def parse(self, spec: str) -> Spec:
         """The spec's name and argument; ConfigError (with the known names) when the name is not registered."""

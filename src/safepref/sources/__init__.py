@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from safepref import paths
-from safepref.errors import DataError, did_you_mean
+from safepref.errors import DataError
 from safepref.records import PreferencePair, Prompt, Response, prompt_id
+from safepref.registry import Registry
 from safepref.sources.tables import get_field, iter_rows
 
 Row = dict[str, Any]
@@ -187,7 +188,14 @@ def _xstest(label: str | None) -> Callable[[Row, str, str], Prompt | Skip]:
     return _prompt_parser("prompt", ("id", "type", "label", "focus"), keep)
 
 
-SOURCES: dict[str, Source] = {
+def _known_sources(registry: Registry) -> str:
+    """The known sources for an error: one line each, and what else a spec may be."""
+    return (f"Known sources:\n{describe_sources()}\n"
+            "or give a path to a .jsonl/.json/.csv/.parquet file")
+
+
+# Name -> Source record (``SOURCES.load(name)`` returns it); unknown names fail with DataError listing them.
+SOURCES: Registry = Registry("source", {
     s.name: s
     for s in [
         Source("pku-saferlhf", "pairs", _pku_hub_pair, hub_id="PKU-Alignment/PKU-SafeRLHF",
@@ -219,7 +227,7 @@ SOURCES: dict[str, Source] = {
         Source("donotanswer", "prompts", _prompt_parser("prompt", ("intents",)), path="donotanswer",
                description="Do-Not-Answer harmful prompts (939, five risk areas)"),
     ]
-}
+}, known=_known_sources, error=DataError)
 
 
 def describe_sources() -> str:
@@ -262,12 +270,9 @@ def parse_spec(spec: str) -> SourceSpec:
     elif "/" in spec or "." in Path(spec).name or Path(spec).exists():
         path = Path(spec)
     else:
-        hint = did_you_mean(spec, list(SOURCES))
-        raise DataError(f"unknown source '{spec}'.{hint} Known sources:\n{describe_sources()}\n"
-                        "or give a path to a .jsonl/.json/.csv/.parquet file")
+        raise SOURCES.unknown(spec, spec)  # the whole spec: a file name may hold ':'
     if name is not None and name not in SOURCES:
-        hint = did_you_mean(name, list(SOURCES))
-        raise DataError(f"unknown source '{name}'.{hint} Known: {', '.join(SOURCES)}")
+        raise SOURCES.unknown(name, name)
     if limit is not None and limit <= 0:
         raise DataError(f"source '{raw}': the row limit must be positive")
     return SourceSpec(raw=raw, name=name, path=path, limit=limit)
