@@ -9,6 +9,7 @@ from pathlib import Path
 from safepref import stages as st
 from safepref.cli import build_parser
 from safepref.config import from_arguments
+from safepref.evaluate.judges import JudgeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,11 @@ def test_a_config_and_its_command_line_round_trip(tmp_path):
                        set=["epochs=1"], threads=1, overwrite=True),
         st.AuditCall(pairs=["a.jsonl", "b.jsonl"], name=["A", "B"], model="none", representations=["length"],
                      folds=3, C=0.5, no_margin=True, max_pairs=9, prompt_format="raw", out=str(tmp_path / "audit")),
+        st.JailbreakCall(model="m", prompts="harmbench:3", out="o", judges=["keyword", "classifier"],
+                         set=["max_new_tokens=8"], limit=2, response_field="r", timeout=5.0, prompt_format="chat"),
+        st.JailbreakCall(answers="a.jsonl", out="o", backend="hf", overwrite=True),
+        st.RefusalCall(model="m", out="o", safe_prompts="xstest-safe:4", detectors=["opening"], preset="paper-greedy",
+                       config="g.yaml", trust_remote_code=True),
     ]
     for call in calls:
         assert _parsed(type(call), call.argv()) == call, call
@@ -46,6 +52,13 @@ def test_defaults_of_the_command_are_the_configs_defaults(tmp_path):
     # a set's default name: its folder for a pairs.jsonl, the file's stem, else the spec itself
     specs = [str(tmp_path / "set-a" / "pairs.jsonl"), str(tmp_path / "b.jsonl"), "pku-paper:20"]
     assert st.AuditCall(pairs=specs).names() == ["set-a", "b", "pku-paper:20"]
+    # the evaluations: paper-eval answers judged by the default judges / detectors, default prompt sets
+    jb = _parsed(st.JailbreakCall, ["eval", "jailbreak", "--model", "m", "--out", "o"])
+    assert jb == st.JailbreakCall(model="m", out="o") and (jb.prompts, jb.preset, jb.judges) == (
+        "advbench:100", "paper-eval", None)
+    rf = _parsed(st.RefusalCall, ["eval", "refusal", "--model", "m", "--out", "o"])
+    assert (rf.safe_prompts, rf.unsafe_prompts) == ("xstest-safe", "xstest-unsafe")
+    assert rf.run_options()["judge_settings"] == JudgeSettings()  # the command passes its --judge-* ones
 
 
 def test_the_rm_stage_keeps_its_options_and_sends_config_fields_to_set():

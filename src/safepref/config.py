@@ -26,12 +26,14 @@ T = TypeVar("T")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
-          metavar: str | None = None, choices: Any = None, flag: str | None = None) -> Any:
+          metavar: str | None = None, choices: Any = None, flag: str | None = None, option: bool = True) -> Any:
     """A dataclass field with help text (shown by ``--help`` and in config docs) and, for a command-line
     option made from it (``add_arguments_from``), the placeholder its help shows, the values it accepts and
-    its flag when not ``--<field-name>`` (a switch that turns a setting off: ``--no-margin``)."""
+    its flag when not ``--<field-name>`` (a switch that turns a setting off: ``--no-margin``); ``option=False``:
+    no option (a nested config the command builds from options of its own)."""
     metadata = {"help": help, **({"metavar": metavar} if metavar else {}),
-                **({"choices": list(choices)} if choices is not None else {}), **({"flag": flag} if flag else {})}
+                **({"choices": list(choices)} if choices is not None else {}), **({"flag": flag} if flag else {}),
+                **({} if option else {"option": False})}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -259,6 +261,8 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
     ones are arguments, bools are switches, lists repeat, ints and floats are parsed as such."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.metadata.get("option", True):
+            continue
         options: dict[str, Any] = {"help": f.metadata.get("help", "")}
         if f.name in positional:
             parser.add_argument(f.name, **options)
@@ -285,10 +289,12 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
         parser.add_argument(flag, **options)
 
 
-def from_arguments(cls: type[T], args: Any) -> T:
+def from_arguments(cls: type[T], args: Any, **given: Any) -> T:
     """Dataclass ``cls`` from a parsed command line whose options ``add_arguments_from`` made (other
-    attributes of ``args``, such as a command's own launcher options, are left out)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init})  # type: ignore[arg-type]
+    attributes of ``args``, such as a command's own launcher options, are left out), plus the fields that are
+    no option (``given``)."""
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("option", True)]  # type: ignore[arg-type]
+    return cls(**{f.name: getattr(args, f.name) for f in fields}, **given)
 
 
 def help_text(cls: type) -> str:

@@ -520,11 +520,13 @@ def _eval_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[in
             jb = evaluate.jailbreak
             out += [(st.jailbreak, st.JailbreakCall(
                 model=model, prompts=spec, out=str(ctx.out_dir / jailbreak_folder(spec, i == 0)),
-                judges=list(jb.judges), set=jb.set, device=exp.device)) for i, spec in enumerate([jb.prompts, *jb.sets])]
+                judges=list(jb.judges), set=checks.sets(jb.set), device=exp.device))
+                for i, spec in enumerate([jb.prompts, *jb.sets])]
         if evaluate.refusal:
             rf = evaluate.refusal
-            out.append((st.refusal, st.RefusalCall(model=model, safe=rf.safe, unsafe=rf.unsafe,
-                                                   out=str(ctx.out_dir / "refusal"), set=rf.set, device=exp.device)))
+            out.append((st.refusal, st.RefusalCall(model=model, safe_prompts=rf.safe, unsafe_prompts=rf.unsafe,
+                                                   out=str(ctx.out_dir / "refusal"), set=checks.sets(rf.set),
+                                                   device=exp.device)))
         if evaluate.general:
             gn = evaluate.general
             out.append((st.general, st.GeneralCall(

@@ -23,35 +23,6 @@ from typing import Any
 from safepref.config import finite_float
 
 
-def _add_generation(parser: argparse.ArgumentParser) -> None:
-    from safepref.generate import PRESETS
-
-    group = parser.add_argument_group("answers (generate with --model, or read with --answers)")
-    group.add_argument("--model", default=None, help="hub id, local folder, or smollm2-135m-instruct")
-    group.add_argument("--answers", default=None,
-                       help="judge saved answers instead (answers.jsonl, or a file with prompt/response)")
-    group.add_argument("--out", required=True, help="output folder")
-    group.add_argument("--limit", type=int, default=None, help="only the first N prompts (per set for refusal)")
-    group.add_argument("--preset", default="paper-eval", choices=sorted(PRESETS),
-                       help="generation settings (default paper-eval: Alpaca template, greedy, 512 tokens)")
-    group.add_argument("--config", default=None, help="YAML of generation settings (over the preset)")
-    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override one generation setting, e.g. --set max_new_tokens=128")
-    group.add_argument("--prompt-format", default=None, choices=["alpaca", "chat", "raw"],
-                       help="prompt wrapping (default: the preset's, alpaca)")
-    group.add_argument("--backend", default=None, help="hf, openai or fast (default: fast on a GPU, else hf)")
-    group.add_argument("--base-url", default=None, help="openai backend: endpoint of the evaluated model")
-    group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai backend: key variable")
-    group.add_argument("--concurrency", type=int, default=8, help="openai backend: parallel requests")
-    group.add_argument("--timeout", type=finite_float, default=120.0, help="openai backend: seconds per request")
-    group.add_argument("--max-retries", type=int, default=5,
-                       help="openai backend: retries of a failed request (backoff); 0 = fail at once")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    group.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
-    group.add_argument("--overwrite", action="store_true", help="replace a different generation run in --out")
-
-
 def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("judge options")
     group.add_argument("--phrases", default="gcg-v1", help="keyword: refusal phrase list (gcg-v1, more-is-less-v1)")
@@ -84,29 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="eval_command", metavar="EVAL")
     sub.required = True
 
+    from safepref.config import add_arguments_from
     from safepref.evaluate import jailbreak, refusal_eval
+    from safepref.stages import JailbreakCall, RefusalCall
 
     jb = sub.add_parser("jailbreak", help="attack success rate on harmful prompts, by several judges",
                         description=jailbreak.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_generation(jb)
-    jb.add_argument("--prompts", default=jailbreak.DEFAULT_PROMPTS,
-                    help="prompt source (advbench:100, harmbench, xstest-unsafe, donotanswer, a file)")
-    jb.add_argument("--prompt-field", default="prompt", help="prompt column of a plain prompts/answers file")
-    jb.add_argument("--response-field", default="response", help="answer column of a plain answers file")
-    jb.add_argument("--judge", dest="judges", action="append", default=None, metavar="JUDGE",
-                    help="repeatable: keyword[:<list>], rubric[:<model>], classifier, hf-classifier:<folder> "
-                         f"(default: {' and '.join(jailbreak.DEFAULT_JUDGES)})")
+    add_arguments_from(jb, JailbreakCall)  # the stage's options, help from its fields; then the judges'
     _add_judge_options(jb)
     jb.set_defaults(_eval=_run_jailbreak)
 
     rf = sub.add_parser("refusal", help="over-refusal on XSTest: refusal rate (safe), compliance (unsafe)",
                         description=refusal_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_generation(rf)
-    rf.add_argument("--safe-prompts", default=refusal_eval.SAFE_PROMPTS, help="prompts a model should answer")
-    rf.add_argument("--unsafe-prompts", default=refusal_eval.UNSAFE_PROMPTS, help="prompts it should refuse")
-    rf.add_argument("--detector", dest="detectors", action="append", default=None, metavar="DETECTOR",
-                    help=f"repeatable: {', '.join(refusal_eval.DETECTORS)} "
-                         f"(default: {' and '.join(refusal_eval.DEFAULT_DETECTORS)})")
+    add_arguments_from(rf, RefusalCall)
     _add_judge_options(rf)
     rf.set_defaults(_eval=_run_refusal)
 
@@ -182,36 +143,24 @@ def _settings(args: argparse.Namespace) -> Any:
                          rubric_parse_retries=args.judge_parse_retries, backend=args.judge_backend)
 
 
-def _generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(model=args.model, answers=args.answers, limit=args.limit, preset=args.preset,
-                config_path=args.config, overrides=args.overrides, prompt_format=args.prompt_format,
-                backend=args.backend, overwrite=args.overwrite,
-                backend_options={"base_url": args.base_url, "api_key_env": args.api_key_env,
-                                 "concurrency": args.concurrency, "timeout": args.timeout,
-                                 "max_retries": args.max_retries, "device": args.device, "dtype": args.dtype,
-                                 "trust_remote_code": args.trust_remote_code})
-
-
 def _run_jailbreak(args: argparse.Namespace) -> int:
-    from safepref.evaluate import jailbreak
+    from safepref.config import from_arguments
+    from safepref.evaluate.jailbreak import format_metrics
+    from safepref.stages import JailbreakCall, jailbreak
 
-    metrics = jailbreak.run_jailbreak(args.out, judges=args.judges or list(jailbreak.DEFAULT_JUDGES),
-                                      prompts=args.prompts, prompt_field=args.prompt_field,
-                                      response_field=args.response_field,
-                                      judge_settings=_settings(args), **_generation_kwargs(args))
+    metrics = jailbreak(from_arguments(JailbreakCall, args, judge_settings=_settings(args)))
     print(f"{metrics['counts']['answers']} answers to {metrics['counts']['prompts']} prompts")
-    print(jailbreak.format_metrics(metrics))
+    print(format_metrics(metrics))
     print(f"wrote {args.out}/metrics.json, {args.out}/per_answer.jsonl, {args.out}/judgments/")
     return 0
 
 
 def _run_refusal(args: argparse.Namespace) -> int:
-    from safepref.evaluate import refusal_eval
+    from safepref.config import from_arguments
+    from safepref.evaluate.refusal_eval import format_metrics
+    from safepref.stages import RefusalCall, refusal
 
-    metrics = refusal_eval.run_refusal(args.out, detectors=args.detectors or list(refusal_eval.DEFAULT_DETECTORS),
-                                       safe_prompts=args.safe_prompts, unsafe_prompts=args.unsafe_prompts,
-                                       judge_settings=_settings(args), **_generation_kwargs(args))
-    print(refusal_eval.format_metrics(metrics))
+    print(format_metrics(refusal(from_arguments(RefusalCall, args, judge_settings=_settings(args)))))
     print(f"wrote {args.out}/metrics.json, {args.out}/refusals.jsonl")
     return 0
 
