@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 from pathlib import Path
@@ -11,14 +10,13 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
+from safepref.cli import main  # noqa: E402
 from safepref.errors import ConfigError, DataError, ModelError  # noqa: E402
 from safepref.evaluate import general  # noqa: E402
 from safepref.evaluate.general import (  # noqa: E402
     LOCAL_TASKS_DIR,
-    add_general_arguments,
     evaluate_general,
     parse_tasks,
-    run_general,
 )
 
 
@@ -83,12 +81,9 @@ def test_cli_user_task_with_relative_data_files_and_limit(tiny_model_dir, tmp_pa
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # data_files must resolve against the YAML, not the working directory
-    parser = argparse.ArgumentParser()
-    add_general_arguments(parser)
-    args = parser.parse_args(["--model", str(tiny_model_dir), "--tasks", "my_parity", "--include-path",
-                              str(tasks), "--limit", "3", "--device", "cpu", "--batch-size", "4",
-                              "--out", str(tmp_path / "out"), "--log-samples"])
-    assert run_general(args) == 0
+    assert main(["eval", "general", "--model", str(tiny_model_dir), "--tasks", "my_parity", "--include-path",
+                 str(tasks), "--limit", "3", "--device", "cpu", "--batch-size", "4",
+                 "--out", str(tmp_path / "out"), "--log-samples"]) == 0
 
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["n_samples"]["my_parity"] == {"original": 10, "effective": 3}

@@ -33,6 +33,9 @@ def test_a_config_and_its_command_line_round_trip(tmp_path):
         st.JailbreakCall(answers="a.jsonl", out="o", backend="hf", overwrite=True),
         st.RefusalCall(model="m", out="o", safe_prompts="xstest-safe:4", detectors=["opening"], preset="paper-greedy",
                        config="g.yaml", trust_remote_code=True),
+        st.GeneralCall(model="m", out="o", tasks="local", include_path=["t1", "t2"], limit=0.5, batch_size="auto",
+                       num_fewshot=2, log_samples=True),
+        st.GeneralCall(model="m", out="o", limit=3, batch_size=4),
     ]
     for call in calls:
         assert _parsed(type(call), call.argv()) == call, call
@@ -82,3 +85,17 @@ def test_the_library_imports_no_command_module():
         if any(m == "safepref.cli" or m.startswith("safepref.commands") for m in modules):
             offenders.append(str(path.relative_to(src)))
     assert offenders == []
+
+
+def test_the_runners_eval_commands_keep_their_shape():
+    # safepref run logs (and records) these; they read as they always have
+    assert st.JailbreakCall(model="m", prompts="advbench:4", out="o", judges=["keyword"], set=["seed=0"],
+                            device="cpu").argv() == [
+        "eval", "jailbreak", "--model", "m", "--prompts", "advbench:4", "--out", "o", "--set", "seed=0",
+        "--device", "cpu", "--judge", "keyword"]
+    assert st.RefusalCall(model="m", safe_prompts="s", unsafe_prompts="u", out="o").argv() == [
+        "eval", "refusal", "--model", "m", "--safe-prompts", "s", "--unsafe-prompts", "u", "--out", "o",
+        "--device", "auto"]
+    assert st.GeneralCall(model="m", tasks="local", out="o", include_path=["/t"], limit=5).argv() == [
+        "eval", "general", "--model", "m", "--tasks", "local", "--out", "o", "--device", "auto",
+        "--include-path", "/t", "--limit", "5"]

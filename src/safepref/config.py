@@ -26,14 +26,16 @@ T = TypeVar("T")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
-          metavar: str | None = None, choices: Any = None, flag: str | None = None, option: bool = True) -> Any:
+          metavar: str | None = None, choices: Any = None, flag: str | None = None, option: bool = True,
+          parse: Any = None) -> Any:
     """A dataclass field with help text (shown by ``--help`` and in config docs) and, for a command-line
     option made from it (``add_arguments_from``), the placeholder its help shows, the values it accepts and
-    its flag when not ``--<field-name>`` (a switch that turns a setting off: ``--no-margin``); ``option=False``:
-    no option (a nested config the command builds from options of its own)."""
+    its flag when not ``--<field-name>`` (a switch that turns a setting off: ``--no-margin``), ``parse`` the
+    function that reads its text when the type does not say (``3`` or ``0.5``); ``option=False``: no option (a
+    nested config the command builds from options of its own)."""
     metadata = {"help": help, **({"metavar": metavar} if metavar else {}),
                 **({"choices": list(choices)} if choices is not None else {}), **({"flag": flag} if flag else {}),
-                **({} if option else {"option": False})}
+                **({} if option else {"option": False}), **({"parse": parse} if parse else {})}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -284,6 +286,8 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
                 options[key] = f.metadata[key]
         if typing.get_origin(kind) is list:
             options["action"] = "append"
+        elif "parse" in f.metadata:
+            options["type"] = f.metadata["parse"]
         elif kind in (int, float):
             options["type"] = int if kind is int else finite_float
         parser.add_argument(flag, **options)

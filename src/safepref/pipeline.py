@@ -531,7 +531,7 @@ def _eval_stage(exp: ExperimentConfig, condition: str, seed: int, seeds: list[in
             gn = evaluate.general
             out.append((st.general, st.GeneralCall(
                 model=model, tasks=gn.tasks, out=str(ctx.out_dir / "general"), device=exp.device,
-                include_path=str(Path(gn.include_path).resolve()) if gn.include_path else None, limit=gn.limit)))
+                include_path=[str(Path(gn.include_path).resolve())] if gn.include_path else [], limit=gn.limit)))
         return out
 
     name = f"eval/{condition}" if condition == "sft" else seed_stage(f"eval/{condition}", seed, seeds)

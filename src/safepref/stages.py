@@ -27,6 +27,7 @@ from safepref import provenance
 from safepref.config import field
 from safepref.evaluate import jailbreak as _jailbreak
 from safepref.evaluate import refusal_eval as _refusal
+from safepref.evaluate.general import PAPER_TASKS as _PAPER_TASKS
 from safepref.experiment_checks import sets as _override_list
 from safepref.generate import PRESETS
 
@@ -497,28 +498,47 @@ def refusal(call: RefusalCall, command: str | None = None) -> dict[str, Any]:
         unsafe_prompts=call.unsafe_prompts, command=provenance.command(command, call.argv()), **call.run_options())
 
 
+def _limit(text: str) -> int | float:
+    """``--limit``: a count (``3``) or a fraction of each task (``0.5``)."""
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text.startswith("auto") else int(text)
+
+
 @dataclass
 class GeneralCall:
     """`safepref eval general`: lm-evaluation-harness tasks."""
 
-    model: str = field(help="the evaluated model")
-    tasks: str = field(help="comma list of tasks, or a preset (paper, local)")
+    model: str = field(help="hub id, local folder, LoRA adapter folder, or smollm2-135m-instruct")
     out: str = field(help="output folder (results.json)")
-    include_path: str | None = field(None, help="folder of custom task YAMLs")
-    limit: int | None = field(None, help="examples per task (None: all)")
-    device: str = field("auto", help="auto, cpu, cuda")
+    tasks: str = field("paper", help=f"comma list of lm-eval task names, or a preset: paper = "
+                                     f"{','.join(_PAPER_TASKS)} (needs the hub); local = safepref_basic_mc (offline)")
+    include_path: list[str] = field(default_factory=list, metavar="FOLDER",
+                                    help="folder of custom task YAMLs (repeatable); safepref's own tasks are always "
+                                         "known")
+    limit: int | float | None = field(None, parse=_limit, help="examples per task (a fraction if < 1); for quick "
+                                                               "checks, not for reporting")
+    batch_size: int | str = field(8, parse=_batch_size, help="an integer or 'auto'")
+    device: str = field("auto", help="auto, cpu, cuda, cuda:1, mps")
+    dtype: str = field("auto", help="auto (bfloat16 on a GPU, else float32), float32, ...")
+    num_fewshot: int | None = field(None, help="few-shot examples for every task (default: each task's own, "
+                                               "mostly 0)")
+    log_samples: bool = field(False, help="also write samples/<task>.jsonl")
 
     def argv(self) -> list[str]:
         return ["eval", "general", "--model", self.model, "--tasks", self.tasks, "--out", self.out,
-                "--device", self.device, *(["--include-path", self.include_path] if self.include_path else []),
-                *(["--limit", str(self.limit)] if self.limit else [])]
+                "--device", self.device, *_options(self, ("include_path", "limit", "batch_size", "dtype",
+                                                          "num_fewshot", "log_samples"))]
 
 
 def general(call: GeneralCall, command: str | None = None) -> dict[str, Any]:
-    """``evaluate.general.evaluate_general`` (batch 8, each task's own few-shot count); returns the scores."""
+    """``evaluate.general.evaluate_general`` on the call's tasks; returns the scores (results.json in ``out``)."""
     from safepref.evaluate.general import evaluate_general
 
-    return evaluate_general(call.model, call.tasks, include_path=[call.include_path] if call.include_path else [],
-                            limit=call.limit or None, device=call.device, batch_size=8, out_dir=call.out,
-                            num_fewshot=None, dtype="auto", log_samples=False,
+    return evaluate_general(call.model, call.tasks, include_path=list(call.include_path), limit=call.limit or None,
+                            device=call.device, batch_size=call.batch_size, out_dir=call.out,
+                            num_fewshot=call.num_fewshot, dtype=call.dtype, log_samples=call.log_samples,
                             command=provenance.command(command, call.argv()))

@@ -115,11 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         from safepref.evaluate import general
     except ImportError:
         general = None
-    if general is not None and hasattr(general, "add_general_arguments"):
+    if general is not None:
+        from safepref.stages import GeneralCall
+
         gp = sub.add_parser("general", help=general_help, description=general.__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        general.add_general_arguments(gp)
-        gp.set_defaults(_eval=lambda args: general.run_general(args))
+        add_arguments_from(gp, GeneralCall)
+        gp.set_defaults(_eval=_run_general)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -162,6 +164,27 @@ def _run_refusal(args: argparse.Namespace) -> int:
 
     print(format_metrics(refusal(from_arguments(RefusalCall, args, judge_settings=_settings(args)))))
     print(f"wrote {args.out}/metrics.json, {args.out}/refusals.jsonl")
+    return 0
+
+
+def _run_general(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from safepref.config import from_arguments
+    from safepref.stages import GeneralCall, general
+
+    flat = general(from_arguments(GeneralCall, args))
+    summary = json.loads(Path(args.out, "results.json").read_text())
+    counts = summary["n_samples"]
+    print(f"{'task':32} {'metric':10} {'value':>8} {'stderr':>8} {'n':>6}")
+    for task, metrics in flat.items():
+        n = counts.get(task, {}).get("effective", "")
+        for metric, value in metrics.items():
+            if not metric.endswith("_stderr"):
+                stderr = metrics.get(f"{metric}_stderr")
+                shown = f"{stderr:8.4f}" if stderr is not None else f"{'':8}"
+                print(f"{task:32} {metric:10} {value:8.4f} {shown} {n:>6}")
+    print(f"wrote {args.out}/results.json ({summary['seconds']['total']} s)")
     return 0
 
 

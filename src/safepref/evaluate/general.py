@@ -14,7 +14,6 @@ A LoRA adapter folder is evaluated on its base model (lm-eval's ``peft=``). Writ
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import importlib
 import json
@@ -298,50 +297,3 @@ def evaluate_general(model_spec: str, tasks: str | list[str], include_path: str 
             "command": provenance.command(command),
         })
     return flat
-
-
-def _limit(text: str) -> int | float:
-    value = float(text)
-    return int(value) if value >= 1 and value.is_integer() else value
-
-
-def _batch_size(text: str) -> int | str:
-    return text if text.startswith("auto") else int(text)
-
-
-def add_general_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="hub id, local folder, LoRA adapter folder, or smollm2-135m-instruct")
-    parser.add_argument("--tasks", default="paper",
-                        help="comma list of lm-eval task names, or a preset: paper = "
-                             f"{','.join(PAPER_TASKS)} (needs the hub); local = safepref_basic_mc (offline)")
-    parser.add_argument("--include-path", action="append", default=[], metavar="FOLDER",
-                        help="folder of custom task YAMLs (repeatable); safepref's own tasks are always known")
-    parser.add_argument("--limit", type=_limit, default=None,
-                        help="examples per task (a fraction if < 1); for quick checks, not for reporting")
-    parser.add_argument("--batch-size", type=_batch_size, default=8, help="an integer or 'auto'")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, else float32), float32, ...")
-    parser.add_argument("--num-fewshot", type=int, default=None,
-                        help="few-shot examples for every task (default: each task's own, mostly 0)")
-    parser.add_argument("--log-samples", action="store_true", help="also write samples/<task>.jsonl")
-    parser.add_argument("--out", required=True, help="output folder (results.json)")
-
-
-def run_general(args: argparse.Namespace) -> int:
-    flat = evaluate_general(
-        args.model, args.tasks, include_path=args.include_path, limit=args.limit, device=args.device,
-        batch_size=args.batch_size, out_dir=args.out, num_fewshot=args.num_fewshot, dtype=args.dtype,
-        log_samples=args.log_samples)
-    summary = json.loads(Path(args.out, "results.json").read_text())
-    counts = summary["n_samples"]
-    print(f"{'task':32} {'metric':10} {'value':>8} {'stderr':>8} {'n':>6}")
-    for task, metrics in flat.items():
-        n = counts.get(task, {}).get("effective", "")
-        for metric, value in metrics.items():
-            if not metric.endswith("_stderr"):
-                stderr = metrics.get(f"{metric}_stderr")
-                shown = f"{stderr:8.4f}" if stderr is not None else f"{'':8}"
-                print(f"{task:32} {metric:10} {value:8.4f} {shown} {n:>6}")
-    print(f"wrote {args.out}/results.json ({summary['seconds']['total']} s)")
-    return 0
