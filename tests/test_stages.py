@@ -99,3 +99,20 @@ def test_the_runners_eval_commands_keep_their_shape():
     assert st.GeneralCall(model="m", tasks="local", out="o", include_path=["/t"], limit=5).argv() == [
         "eval", "general", "--model", "m", "--tasks", "local", "--out", "o", "--device", "auto",
         "--include-path", "/t", "--limit", "5"]
+
+
+def test_judge_options_are_made_from_judge_settings(tmp_path, capsys):
+    from safepref.cli import main
+    from safepref.commands.eval import _settings
+
+    args = build_parser().parse_args(["eval", "validate-judge", "--labels", "l.jsonl", "--out", "o", "--phrases",
+                                      "more-is-less-v1", "--judge-model", "m", "--judge-retries", "2",
+                                      "--judge-extra", '{"grammar": "g"}', "--judge-device", "cpu"])
+    assert _settings(args) == JudgeSettings(phrases="more-is-less-v1", rubric_model="m", max_retries=2,
+                                            rubric_extra_body={"grammar": "g"}, device="cpu")
+    # the answers' --device and the judges' --judge-device stay apart
+    args = build_parser().parse_args(["eval", "jailbreak", "--model", "m", "--out", "o", "--device", "cuda"])
+    assert (args.device, _settings(args)) == ("cuda", JudgeSettings())
+    # a bad --judge-extra is one line naming the option, before any model loads
+    assert main(["eval", "jailbreak", "--answers", "a.jsonl", "--out", str(tmp_path), "--judge-extra", "[1]"]) == 1
+    assert capsys.readouterr().err.strip() == "safepref eval: error: --judge-extra must be a JSON object"

@@ -257,10 +257,11 @@ def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
             check_keys(inner, {rest: value} if rest else value, f"{where}.{head}")
 
 
-def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ()) -> None:
+def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = (), dest_prefix: str = "") -> None:
     """One command-line option per field of dataclass ``cls`` (``--max-per-prompt`` for ``max_per_prompt``), its
     help from the field, so a setting is defined once: fields without a default are required, ``positional``
-    ones are arguments, bools are switches, lists repeat, ints and floats are parsed as such."""
+    ones are arguments, bools are switches, lists repeat, ints and floats are parsed as such. ``dest_prefix``
+    keeps the parsed names of a second config apart (``judge_device`` beside ``device``)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.metadata.get("option", True):
@@ -273,7 +274,7 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `X | None`: an option of type X
             kind = next(t for t in typing.get_args(kind) if t is not type(None))
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        options["dest"] = f.name
+        options["dest"] = dest_prefix + f.name
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             options["required"] = True
         else:
@@ -284,6 +285,8 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
         for key in ("metavar", "choices"):
             if key in f.metadata:
                 options[key] = f.metadata[key]
+        if "metavar" not in options and "choices" not in options:  # named after the flag, not the field
+            options["metavar"] = flag.lstrip("-").replace("-", "_").upper()
         if typing.get_origin(kind) is list:
             options["action"] = "append"
         elif "parse" in f.metadata:
@@ -293,12 +296,12 @@ def add_arguments_from(parser: Any, cls: type, positional: tuple[str, ...] = ())
         parser.add_argument(flag, **options)
 
 
-def from_arguments(cls: type[T], args: Any, **given: Any) -> T:
+def from_arguments(cls: type[T], args: Any, dest_prefix: str = "", **given: Any) -> T:
     """Dataclass ``cls`` from a parsed command line whose options ``add_arguments_from`` made (other
     attributes of ``args``, such as a command's own launcher options, are left out), plus the fields that are
     no option (``given``)."""
     fields = [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("option", True)]  # type: ignore[arg-type]
-    return cls(**{f.name: getattr(args, f.name) for f in fields}, **given)
+    return cls(**{f.name: getattr(args, dest_prefix + f.name) for f in fields}, **given)
 
 
 def help_text(cls: type) -> str:

@@ -20,35 +20,12 @@ import argparse
 import json
 from typing import Any
 
-from safepref.config import finite_float
-
 
 def _add_judge_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("judge options")
-    group.add_argument("--phrases", default="gcg-v1", help="keyword: refusal phrase list (gcg-v1, more-is-less-v1)")
-    group.add_argument("--judge-model", default="gpt-4o", help="rubric/llm: model name at the endpoint")
-    group.add_argument("--judge-base-url", default=None,
-                       help="rubric/llm: OpenAI-compatible endpoint (default: OpenAI's API)")
-    group.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
-                       help="rubric/llm: the environment variable holding the key")
-    group.add_argument("--judge-concurrency", type=int, default=8, help="rubric/llm: parallel requests")
-    group.add_argument("--judge-retries", type=int, default=5, help="rubric/llm: retries per request")
-    group.add_argument("--judge-timeout", type=finite_float, default=60.0, help="rubric/llm: seconds per request")
-    group.add_argument("--judge-template", default=None,
-                       help="rubric: template name (rubric_v1) or a file with {goal} and {answer}")
-    group.add_argument("--judge-max-tokens", type=int, default=512, help="rubric/llm: reply length limit")
-    group.add_argument("--judge-extra", default=None,
-                       help='rubric/llm: JSON of extra request fields, e.g. \'{"grammar": "..."}\' (local servers)')
-    group.add_argument("--judge-cache", default=None,
-                       help="rubric/llm: request cache folder (default $SAFEPREF_CACHE/judges/api)")
-    group.add_argument("--hf-template", default=None,
-                       help="hf-classifier (causal LM) / yes-no: prompt template file with {goal} and {answer}")
-    group.add_argument("--judge-parse-retries", type=int, default=3,
-                       help="rubric: re-asks for replies without a readable score (then counted as unparsed)")
-    group.add_argument("--judge-backend", default=None,
-                       help="llama-guard/yes-no: generation backend (hf, fast; default fast on a GPU, else hf)")
-    group.add_argument("--judge-device", default="auto", help="hf-classifier/llama-guard/yes-no: device")
-    group.add_argument("--judge-batch-size", type=int, default=8, help="hf-classifier: batch size")
+    from safepref.config import add_arguments_from
+    from safepref.evaluate.judges import JudgeSettings
+
+    add_arguments_from(parser.add_argument_group("judge options"), JudgeSettings, dest_prefix="judge_")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,24 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from safepref.errors import ConfigError
+    """The JudgeSettings of the --judge-* options (and --phrases, --hf-template)."""
+    from safepref.config import from_arguments
     from safepref.evaluate.judges import JudgeSettings
 
-    extra = None
-    if args.judge_extra:
-        try:
-            extra = json.loads(args.judge_extra)
-        except ValueError as exc:
-            raise ConfigError(f"--judge-extra is not valid JSON: {exc}") from None
-        if not isinstance(extra, dict):
-            raise ConfigError("--judge-extra must be a JSON object")
-    return JudgeSettings(phrases=args.phrases, rubric_model=args.judge_model, base_url=args.judge_base_url,
-                         api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency,
-                         max_retries=args.judge_retries, timeout=args.judge_timeout,
-                         rubric_template=args.judge_template, rubric_max_tokens=args.judge_max_tokens,
-                         rubric_extra_body=extra, cache_dir=args.judge_cache, hf_template=args.hf_template,
-                         device=args.judge_device, batch_size=args.judge_batch_size,
-                         rubric_parse_retries=args.judge_parse_retries, backend=args.judge_backend)
+    return from_arguments(JudgeSettings, args, dest_prefix="judge_")
 
 
 def _run_jailbreak(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from safepref.config import field
 from safepref.errors import BackendError, ConfigError, ModelError
 from safepref.registry import Registry
 
@@ -61,25 +62,49 @@ class Judge(Protocol):
 
 @dataclass
 class JudgeSettings:
-    """Options of every judge in one place (each judge reads the ones it needs)."""
+    """Options of every judge in one place (each judge reads the ones it needs); the `safepref eval` commands make
+    their --judge-* options from these fields (``config.add_arguments_from`` with ``dest_prefix="judge_"``)."""
 
-    phrases: str = "gcg-v1"  # keyword: refusal phrase list (a name from safepref.refusal.REFUSAL_LISTS)
-    rubric_model: str = "gpt-4o"  # rubric: model name at the endpoint
-    base_url: str | None = None  # rubric: OpenAI-compatible endpoint (None: OpenAI's API)
-    api_key_env: str = "OPENAI_API_KEY"  # rubric: the environment variable that holds the key
-    concurrency: int = 8
-    max_retries: int = 5
-    timeout: float = 60.0
-    rubric_template: str | None = None  # rubric: a template name in templates/ or a file path
-    rubric_max_tokens: int = 512
-    rubric_extra_body: dict[str, Any] | None = None  # rubric: extra request fields (e.g. a GBNF grammar)
-    cache_dir: str | None = None  # rubric: request cache (default $SAFEPREF_CACHE/judges/api)
-    hf_template: str | None = None  # hf-classifier (causal LM): prompt template file with {goal}, {answer}
-    hf_max_new_tokens: int = 8
-    rubric_parse_retries: int = 3  # rubric: re-asks (sampled, seed = attempt) for replies without a score
-    backend: str | None = None  # llama-guard / yes-no: generation backend (None: fast on a GPU, else hf)
-    device: str = "auto"
-    batch_size: int = 8
+    phrases: str = field("gcg-v1", flag="--phrases",
+                         help="keyword: refusal phrase list (gcg-v1, more-is-less-v1)")
+    rubric_model: str = field("gpt-4o", flag="--judge-model", help="rubric/llm: model name at the endpoint")
+    base_url: str | None = field(None, flag="--judge-base-url",
+                                 help="rubric/llm: OpenAI-compatible endpoint (default: OpenAI's API)")
+    api_key_env: str = field("OPENAI_API_KEY", flag="--judge-api-key-env",
+                             help="rubric/llm: the environment variable holding the key")
+    concurrency: int = field(8, flag="--judge-concurrency", help="rubric/llm: parallel requests")
+    max_retries: int = field(5, flag="--judge-retries", help="rubric/llm: retries per request")
+    timeout: float = field(60.0, flag="--judge-timeout", help="rubric/llm: seconds per request")
+    rubric_template: str | None = field(None, flag="--judge-template",
+                                        help="rubric: template name (rubric_v1) or a file with {goal} and {answer}")
+    rubric_max_tokens: int = field(512, flag="--judge-max-tokens", help="rubric/llm: reply length limit")
+    # A JSON text on the command line, read in __post_init__ (a bad one is a ConfigError, one line).
+    rubric_extra_body: dict[str, Any] | str | None = field(
+        None, flag="--judge-extra",
+        help='rubric/llm: JSON of extra request fields, e.g. \'{"grammar": "..."}\' (local servers)')
+    cache_dir: str | None = field(None, flag="--judge-cache",
+                                  help="rubric/llm: request cache folder (default $SAFEPREF_CACHE/judges/api)")
+    hf_template: str | None = field(None, flag="--hf-template", help="hf-classifier (causal LM) / yes-no: prompt "
+                                                                     "template file with {goal} and {answer}")
+    hf_max_new_tokens: int = field(8, option=False, help="hf-classifier (causal LM): reply tokens")
+    rubric_parse_retries: int = field(3, flag="--judge-parse-retries", help="rubric: re-asks (sampled, seed = "
+                                      "attempt) for replies without a readable score (then counted as unparsed)")
+    backend: str | None = field(None, flag="--judge-backend", help="llama-guard/yes-no: generation backend (hf, "
+                                                                   "fast; default fast on a GPU, else hf)")
+    device: str = field("auto", flag="--judge-device", help="hf-classifier/llama-guard/yes-no: device")
+    batch_size: int = field(8, flag="--judge-batch-size", help="hf-classifier: batch size")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rubric_extra_body, str):
+            import json
+
+            try:
+                extra = json.loads(self.rubric_extra_body)
+            except ValueError as exc:
+                raise ConfigError(f"--judge-extra is not valid JSON: {exc}") from None
+            if not isinstance(extra, dict):
+                raise ConfigError("--judge-extra must be a JSON object")
+            self.rubric_extra_body = extra
 
 
 # ---------------------------------------------------------------------------------------------- helpers
