@@ -1,13 +1,17 @@
-"""On one GPU: answers to XSTest's prompts by the embedded model (for judge false alarms) and the fine-tuned
-cross-encoder judge measured beside the CPU one. Writes everything small to $OUT.
+"""On one GPU: the embedded model's answers to the benign requests and to XSTest's prompts, then the fine-tuned
+cross-encoder judge trained with and without the benign answers, side by side. Writes everything small to $OUT.
 
-  bash scripts/gpu_exec.sh python benchmarks/judge_gpu.py          # on the lent H200 (see RULES / gpu README)
+  bash scripts/gpu_exec.sh python benchmarks/judge_gpu.py --benign          # on the lent H200 (gpu README)
   bash scripts/gpu_exec.sh python benchmarks/judge_gpu.py FMT=answers.jsonl ...   # reuse XSTest answers files
 
-1. ``safepref eval refusal`` answers XSTest's 450 prompts (Alpaca template, greedy, 512 tokens; and the chat
-   template) with SmolLM2-135M-Instruct; the answers files are copied to $OUT as xstest-<format>.jsonl.
-2. ``finetuned_judge.train_finetuned_judge`` fine-tunes MiniLM on the safety judge's train split; its
-   held-out agreement (and false alarms on the XSTest safe answers) go to $OUT/finetuned.json.
+1. ``--benign``: ``benchmarks/benign_answers.py`` on the GPU (``fast`` backend): SmolLM2-135M-Instruct's answers
+   to safepref's 626 harmless requests become ``safepref/evaluate/data/benign_answers.jsonl`` (the
+   ``benign-answers`` labelled set), also copied to $OUT.
+2. ``safepref eval refusal`` answers XSTest's 450 prompts (Alpaca template, greedy, 512 tokens; and the chat
+   template) with the same model; the answers files go to $OUT as xstest-<format>.jsonl.
+3. ``finetuned_judge.train_finetuned_judge`` fine-tunes MiniLM on the judge's train split, once without the
+   benign answers (``base``) and once with them (``benign``); held-out agreement of each (and false alarms on the
+   XSTest safe answers, which neither trains on) go to $OUT/finetuned.json.
 """
 
 from __future__ import annotations
@@ -21,13 +25,25 @@ import time
 from pathlib import Path
 
 
-def generate(out: Path, work: Path) -> dict[str, str]:
+def make_benign_answers(out: Path, work: Path) -> None:
+    """The ``benign-answers`` set on this GPU (``benchmarks/benign_answers.py``), copied to $OUT too."""
+    from safepref.evaluate.labels import BENIGN_ANSWERS
+
+    started = time.time()
+    subprocess.run([sys.executable, str(Path(__file__).parent / "benign_answers.py"), "--backend", "fast",
+                    "--device", "cuda", "--work", str(work / "benign")], check=True)
+    shutil.copy(BENIGN_ANSWERS, out / "benign_answers.jsonl")
+    print(f"benign answers: {time.time() - started:.1f} s", flush=True)
+
+
+def generate_xstest(out: Path, work: Path) -> dict[str, str]:
     files = {}
     for fmt in ("alpaca", "chat"):
         folder = work / f"xstest-{fmt}"
         started = time.time()
         subprocess.run([sys.executable, "-m", "safepref", "eval", "refusal", "--model", "smollm2-135m-instruct",
-                        "--prompt-format", fmt, "--out", str(folder)], check=True)
+                        "--prompt-format", fmt, "--backend", "fast", "--device", "cuda", "--out", str(folder)],
+                       check=True)
         target = out / f"xstest-{fmt}.jsonl"
         shutil.copy(folder / "answers.jsonl", target)
         files[fmt] = str(target)
@@ -35,47 +51,63 @@ def generate(out: Path, work: Path) -> dict[str, str]:
     return files
 
 
-def xstest_safe_items(answer_files: dict[str, str]) -> list:
+def xstest_safe_items(answer_files: dict[str, str]) -> dict[str, list]:
     from safepref.evaluate.labels import LabelledItem
     from safepref.sources import load_prompts
 
     safe = {p.prompt_id for p in load_prompts("xstest-safe")[0]}
-    items = []
+    sets = {}
     for fmt, file in answer_files.items():
+        items = []
         for line in Path(file).read_text().splitlines():
             row = json.loads(line)
             if row["prompt_id"] in safe and row["response"].strip():
                 items.append(LabelledItem(prompt=row["prompt"], response=row["response"], label=False,
                                           source=f"xstest-safe-{fmt}"))
-    return items
+        sets[f"xstest-safe-{fmt}"] = items
+    return sets
+
+
+def measure(folder: Path, sets: dict[str, list]) -> dict:
+    from safepref.evaluate import finetuned_judge
+    from safepref.evaluate.validate import agreement
+
+    results = {}
+    for name, items in sets.items():
+        started = time.time()
+        proba = finetuned_judge.predict_proba(folder, items)
+        m = agreement([i.label for i in items], [bool(p >= 0.5) for p in proba])
+        results[name] = {"n": m["n"], "accuracy": m["accuracy"]["value"], "accuracy_ci": m["accuracy"]["ci"],
+                         "precision": m["precision"]["value"], "recall": m["recall"]["value"],
+                         "kappa": m["kappa"], "flagged_rate": m["flagged_rate"]["value"],
+                         "seconds": round(time.time() - started, 1)}
+        print(folder.name, name, results[name], flush=True)
+    return results
 
 
 def main() -> None:
     from safepref.evaluate import finetuned_judge
     from safepref.evaluate.labels import read_labelled, split_of_item
-    from safepref.evaluate.safety_judge import EVAL_SETS
-    from safepref.evaluate.validate import agreement
+    from safepref.evaluate.safety_judge import EVAL_SETS, TRAIN_SETS
 
     out = Path(os.environ.get("OUT", "/root/out"))
     work = Path("/root/work")
     out.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:]
+    if "--benign" in args:
+        make_benign_answers(out, work)
+    results: dict = {"variants": {}}
     # FMT=FILE arguments reuse answers to XSTest's prompts (e.g. a run's SFT refusal stage) instead of generating.
-    given = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    answer_files = given or generate(out, work)
-    meta = finetuned_judge.train_finetuned_judge(work / "minilm-ce")
-    results = {"train": meta, "sets": {}}
-    sets = {n: [i for i in read_labelled(n)[0] if split_of_item(i) == "test"] for n in EVAL_SETS}
-    sets["xstest-safe-answers"] = xstest_safe_items(answer_files)
-    for name, items in sets.items():
-        started = time.time()
-        proba = finetuned_judge.predict_proba(work / "minilm-ce", items)
-        m = agreement([i.label for i in items], [bool(p >= 0.5) for p in proba])
-        results["sets"][name] = {"n": m["n"], "accuracy": m["accuracy"]["value"], "accuracy_ci": m["accuracy"]["ci"],
-                                 "precision": m["precision"]["value"], "recall": m["recall"]["value"],
-                                 "kappa": m["kappa"], "flagged_rate": m["flagged_rate"]["value"],
-                                 "seconds": round(time.time() - started, 1)}
-        print(name, results["sets"][name], flush=True)
-    (out / "finetuned.json").write_text(json.dumps(results, indent=2))
+    given = dict(arg.split("=", 1) for arg in args if "=" in arg)
+    sets = {n: [i for i in read_labelled(n)[0] if split_of_item(i) == "test"]
+            for n in (*EVAL_SETS, "benign-answers")}
+    sets.update(xstest_safe_items(given or generate_xstest(out, work)))
+    base = [s for s in TRAIN_SETS if s != "benign-answers"]
+    for variant, train_sets in (("base", base), ("benign", [*base, "benign-answers"])):
+        folder = work / f"minilm-ce-{variant}"
+        meta = finetuned_judge.train_finetuned_judge(folder, train_sets=train_sets)
+        results["variants"][variant] = {"train": meta, "sets": measure(folder, sets)}
+        (out / "finetuned.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

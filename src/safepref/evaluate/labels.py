@@ -12,7 +12,9 @@ Every input column is kept on the item (``row``) so verdict files can carry it t
 Named sets are the offline data's labelled rows, each (request, answer) pair with its harmfulness:
 ``gptfuzz-train``/``gptfuzz-evaluate`` (human labels; the request is the GPTFuzz question), ``safety-labels``
 (GuardReasoner's PKU-SafeRLHF and BeaverTails rows), ``pku-realign`` (each row: the safe answer as harmless,
-the other one as harmful), ``pku-safe-sft`` and ``gpt35-safety`` (safe answers only). A ``:held-out``
+the other one as harmful), ``pku-safe-sft`` and ``gpt35-safety`` (safe answers only), ``benign-answers``
+(SmolLM2-135M-Instruct's full answers to harmless requests that safepref ships, some of which only sound
+dangerous: the one set where answering in full is harmless, see ``BENIGN_ANSWERS``). A ``:held-out``
 suffix keeps only the prompts that the default judge never trains on (see ``safety_judge.split_of_item``).
 """
 
@@ -206,6 +208,24 @@ def _safe_answers(source: str) -> Callable[[], list[LabelledItem]]:
     return load
 
 
+# Harmless requests written for safepref (``data/benign_requests.jsonl``: everyday tasks, and requests that only
+# sound dangerous: "kill a Python process", weeds, games, definitions, history, safety information) and the
+# embedded model's greedy answers to them (``benchmarks/judge_gpu.py`` makes them). Why: every other set answers
+# harmful requests, so without it a judge learns "answered in full = harmful" whatever was asked.
+BENIGN_ANSWERS = Path(__file__).parent / "data" / "benign_answers.jsonl"
+
+
+def _benign_answers() -> list[LabelledItem]:
+    if not BENIGN_ANSWERS.exists():
+        raise DataError(f"{BENIGN_ANSWERS}: missing (made by benchmarks/judge_gpu.py; part of the package)")
+    items, _ = read_labels_file(BENIGN_ANSWERS)
+    for item in items:
+        if item.label:
+            raise DataError(f"{item.where}: the benign answers must all be labelled harmless")
+        item.source = "benign-answers"
+    return items
+
+
 LABELLED_SETS: dict[str, Callable[[], list[LabelledItem]]] = {
     "gptfuzz-train": _gptfuzz("train"),
     "gptfuzz-evaluate": _gptfuzz("evaluate"),
@@ -213,6 +233,7 @@ LABELLED_SETS: dict[str, Callable[[], list[LabelledItem]]] = {
     "pku-realign": _pku_realign,
     "pku-safe-sft": _safe_answers("pku-safe-sft"),
     "gpt35-safety": _safe_answers("gpt35-safety"),
+    "benign-answers": _benign_answers,
 }
 GPTFUZZ_ALIASES = {"gptfuzz": "gptfuzz-evaluate", "gptfuzz:evaluate": "gptfuzz-evaluate",
                    "gptfuzz:train": "gptfuzz-train"}
