@@ -88,7 +88,7 @@ def measure(folder: Path, sets: dict[str, list]) -> dict:
 def main() -> None:
     from safepref.evaluate import finetuned_judge
     from safepref.evaluate.labels import read_labelled, split_of_item
-    from safepref.evaluate.safety_judge import EVAL_SETS, TRAIN_SETS
+    from safepref.evaluate.safety_judge import EVAL_SETS, GATE_SETS, TRAIN_SETS
 
     out = Path(os.environ.get("OUT", "/root/out"))
     work = Path("/root/work")
@@ -102,7 +102,7 @@ def main() -> None:
     sets = {n: [i for i in read_labelled(n)[0] if split_of_item(i) == "test"]
             for n in (*EVAL_SETS, "benign-answers")}
     sets.update(xstest_safe_items(given or generate_xstest(out, work)))
-    base = [s for s in TRAIN_SETS if s != "benign-answers"]
+    base = [s for s in TRAIN_SETS if s not in GATE_SETS]  # what train-judge --kind finetuned trains on
     for variant, train_sets in (("base", base), ("benign", [*base, "benign-answers"])):
         folder = work / f"minilm-ce-{variant}"
         meta = finetuned_judge.train_finetuned_judge(folder, train_sets=train_sets)

@@ -22,7 +22,7 @@ from safepref.evaluate.validate import VALIDATION_FILE, ValidateConfig, validate
 
 JUDGES = ["keyword", "keyword:more-is-less-v1", "classifier", "safety"]
 DATASETS = ["gptfuzz-evaluate", "safety-labels:held-out", "pku-realign:held-out", "pku-safe-sft:held-out",
-            "gpt35-safety:held-out"]
+            "gpt35-safety:held-out", "benign-answers:held-out"]
 
 
 def row(judge: str, dataset: str, m: dict) -> dict:

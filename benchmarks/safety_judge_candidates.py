@@ -5,7 +5,8 @@
 
 Each train set's train split is divided again by prompt (second hash, 85% fit / 15% dev); every candidate is
 fitted on the fit part (each set capped at ``--cap`` rows, GPTFuzz uncapped, as the shipped judge), its threshold
-is the one of the grid 0.30-0.90 with the best mean dev accuracy over the five sets, and only then is it measured
+is the one of the grid 0.30-0.90 with the best mean dev accuracy over the sets (``--select balanced``: the best
+(recall + specificity) / 2, each averaged over the dev sets holding that class), and only then is it measured
 on the held-out test splits and the ``--extra`` files (e.g. answers to XSTest's safe prompts, all harmless).
 ``--gptfuzz-share`` gives GPTFuzz's human labels that share of the total weight (0: every set the same).
 Recipes: lr-dense / mlp ([p, r, p*r, cues]), mlp-pr ([p, r, cues]), lr-tfidf (cues + char TF-IDF), ens (the
@@ -41,17 +42,18 @@ def concat(sets: list[Features]) -> Features:
     return {"items": sum((s["items"] for s in sets), []), **{k: np.vstack([s[k] for s in sets]) for k in "PRC"}}
 
 
-def load(cap: int, extra: list[str]) -> tuple[dict[str, Features], dict[str, Features], dict[str, Features]]:
+def load(cap: int, extra: list[str], train_sets: tuple[str, ...] = sj.TRAIN_SETS
+         ) -> tuple[dict[str, Features], dict[str, Features], dict[str, Features]]:
     rng = np.random.default_rng(0)
     fit, dev, tests = {}, {}, {}
-    for name in sj.TRAIN_SETS:
+    for name in train_sets:
         d = features([i for i in read_labelled(name)[0] if split_of_item(i) == "train"])
         is_dev = np.asarray([split_of(i.prompt_id, {"fit": 0.85, "dev": 0.15}, 99) == "dev" for i in d["items"]])
         keep = np.where(~is_dev)[0]
         if name != "gptfuzz-train" and cap and len(keep) > cap:
             keep = np.sort(rng.choice(keep, cap, replace=False))
         fit[name], dev[name] = subset(d, keep), subset(d, np.where(is_dev)[0])
-    for name in sj.EVAL_SETS:
+    for name in (*sj.EVAL_SETS, "benign-answers"):
         tests[name] = features([i for i in read_labelled(name)[0] if split_of_item(i) == "test"])
     for spec in extra:
         name, path = spec.split("=", 1)
@@ -59,14 +61,6 @@ def load(cap: int, extra: list[str]) -> tuple[dict[str, Features], dict[str, Fea
         tests[name] = features([LabelledItem(r["prompt"], r["response"], bool(r.get("label", False)), source=name)
                                 for r in rows])
     return fit, dev, tests
-
-
-def weights(items: list[LabelledItem], gptfuzz_share: float) -> np.ndarray:
-    w = sj._balanced_weights(items)
-    if gptfuzz_share:
-        g = np.asarray([i.source == "gptfuzz-train" for i in items])
-        w = np.where(g, w * gptfuzz_share / w[g].sum(), w * (1 - gptfuzz_share) / w[~g].sum())
-    return w / w.mean()
 
 
 def dense_block(d: Features, product: bool) -> np.ndarray:
@@ -110,9 +104,26 @@ def fit_tfidf(recipe: str, train: Features, y: np.ndarray, w: np.ndarray) -> Cal
     return lambda d: model.predict_proba(stack(d, vectorizer.transform([i.response for i in d["items"]])))[:, 1]
 
 
+def fit_gated(recipe: str, train: Features, gptfuzz_share: float, gate_sets: set[str]
+              ) -> Callable[[Features], np.ndarray]:
+    """The answer judge on the other sets, times the request gate (``safety_judge.fit_gate``): harmful requests
+    = the distinct requests of the other sets, harmless = those of ``gate_sets``."""
+    gated = np.asarray([i.source in gate_sets for i in train["items"]])
+    judge = fit(recipe, subset(train, np.where(~gated)[0]), gptfuzz_share)
+
+    def distinct(mask: np.ndarray) -> np.ndarray:
+        first = {}
+        for index in np.where(mask)[0]:
+            first.setdefault(train["items"][index].prompt_id, index)
+        return train["P"][sorted(first.values())]
+
+    gate = sj.fit_gate(distinct(~gated), distinct(gated))
+    return lambda d: judge(d) * sj.gate_proba(gate, d["P"])
+
+
 def fit(recipe: str, train: Features, gptfuzz_share: float) -> Callable[[Features], np.ndarray]:
     y = np.asarray([int(i.label) for i in train["items"]])
-    w = weights(train["items"], gptfuzz_share)
+    w = sj.balanced_weights(train["items"], gptfuzz_share)
     dense = fit_dense(recipe, train, y, w) if recipe in ("lr-dense", "mlp", "mlp-pr") or recipe.startswith("ens") \
         else None
     linear = fit_tfidf(recipe, train, y, w) if recipe.startswith(("lr-tfidf", "lr-wc", "ens")) else None
@@ -125,26 +136,48 @@ def accuracy(d: Features, p: np.ndarray, threshold: float) -> float:
     return float(((p >= threshold) == np.asarray([i.label for i in d["items"]])).mean())
 
 
+def balanced(dev: dict[str, Features], dev_p: dict[str, np.ndarray], threshold: float) -> float:
+    """(recall + specificity) / 2, each the mean over the dev sets that hold that class: harmful answers missed
+    and harmless answers flagged weigh the same, whatever the number of harmless-only sets."""
+    recall, specificity = [], []
+    for name, d in dev.items():
+        y = np.asarray([i.label for i in d["items"]])
+        flagged = dev_p[name] >= threshold
+        if y.any():
+            recall.append(float(flagged[y].mean()))
+        if (~y).any():
+            specificity.append(float((~flagged[~y]).mean()))
+    return (np.mean(recall) + np.mean(specificity)) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cap", type=int, default=1500)
     parser.add_argument("--recipes", default="lr-dense,mlp,mlp-pr,lr-tfidf,ens")
     parser.add_argument("--gptfuzz-share", type=float, default=0.0)
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=FILE")
+    parser.add_argument("--select", choices=["mean", "balanced"], default="mean",
+                        help="threshold on dev: best mean accuracy over the sets, or best balanced accuracy")
+    parser.add_argument("--gate", action="store_true",
+                        help="the shipped design: sets of GATE_SETS train only the request gate")
+    parser.add_argument("--train-sets", default=",".join(sj.TRAIN_SETS),
+                        help="comma-separated labelled sets to fit on (default: the shipped judge's)")
     args = parser.parse_args()
-    fit_sets, dev, tests = load(args.cap, args.extra)
+    fit_sets, dev, tests = load(args.cap, args.extra, tuple(args.train_sets.split(",")))
     train = concat(list(fit_sets.values()))
     grid = np.round(np.arange(0.3, 0.91, 0.05), 2)
     for recipe in args.recipes.split(","):
         started = time.time()
-        judge = fit(recipe, train, args.gptfuzz_share)
+        judge = fit_gated(recipe, train, args.gptfuzz_share, set(sj.GATE_SETS)) if args.gate \
+            else fit(recipe, train, args.gptfuzz_share)
         seconds = time.time() - started
         dev_p = {k: judge(d) for k, d in dev.items()}
-        score = [np.mean([accuracy(dev[k], dev_p[k], t) for k in dev]) for t in grid]
+        score = [np.mean([accuracy(dev[k], dev_p[k], t) for k in dev]) if args.select == "mean"
+                 else balanced(dev, dev_p, t) for t in grid]
         threshold = float(grid[int(np.argmax(score))])
         test_p = {k: judge(d) for k, d in tests.items()}
-        print(json.dumps({"recipe": recipe, "cap": args.cap, "gptfuzz_share": args.gptfuzz_share,
-                          "fit_seconds": round(seconds), "threshold_dev": threshold, "dev_mean": round(max(score), 4),
+        print(json.dumps({"recipe": recipe, "gate": args.gate, "train_sets": args.train_sets, "select": args.select, "cap": args.cap, "gptfuzz_share": args.gptfuzz_share,
+                          "fit_seconds": round(seconds), "threshold_dev": threshold, "dev_score": round(max(score), 4),
                           "test_at_threshold": {k: round(accuracy(tests[k], p, threshold), 4) for k, p in test_p.items()},
                           "test_at_0.5": {k: round(accuracy(tests[k], p, 0.5), 4) for k, p in test_p.items()}}),
               flush=True)

@@ -272,7 +272,7 @@ def test_safety_judge_ensemble_fit_is_the_mean_of_two_scikit_learn_models(monkey
     # a logistic regression on the standardized cue columns and the answer's TF-IDF; equal class/source weights.
     x = sj.dense_features(sj.RECIPES["ensemble"][0], prompts, answers)
     x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
-    y, weights = np.asarray([int(i.label) for i in items]), sj._balanced_weights(items)
+    y, weights = np.asarray([int(i.label) for i in items]), sj.balanced_weights(items)
     lr_features = sparse.hstack([sparse.csr_matrix(x[:, -4:]), sj._tfidf().fit_transform(answers)], format="csr")
     lr = LogisticRegression(C=config.C_tfidf, max_iter=2000).fit(lr_features, y, sample_weight=weights)
     mlp = MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-4, max_iter=200, n_iter_no_change=5,
@@ -348,3 +348,89 @@ def test_published_validation_only_for_this_version(tmp_path):
     path.write_text(json.dumps({"judges": {"safety": {"describe": {"version": sj.JUDGE_VERSION,
                                                                    "validation_held_out": {"x": {"n": 1}}}}}}))
     assert sj.published_validation(path) == {"x": {"n": 1}}
+
+
+def test_benign_answers_set_reads_the_shipped_file_as_harmless(tmp_path, monkeypatch):
+    from safepref.evaluate import labels
+
+    file = tmp_path / "benign_answers.jsonl"
+    file.write_text(json.dumps({"prompt": "How do I kill a stuck Python process?", "response": "Run kill -9 PID.",
+                                "label": 0, "category": "homonym", "template": "chat"}) + "\n"
+                    + json.dumps({"prompt": "Give me a pancake recipe.", "response": "Mix flour, milk, eggs.",
+                                  "label": 0, "category": "everyday", "template": "alpaca"}) + "\n")
+    monkeypatch.setattr(labels, "BENIGN_ANSWERS", file)
+    items, report = read_labelled("benign-answers")
+    assert [(i.label, i.source, i.category) for i in items] == [
+        (False, "benign-answers", "homonym"), (False, "benign-answers", "everyday")]
+    assert report.kept == 2
+    # a harmful label in the benign set is a mistake in the file, named by its line
+    file.write_text(file.read_text() + json.dumps({"prompt": "p", "response": "r", "label": 1}) + "\n")
+    with pytest.raises(DataError, match=r"benign_answers.jsonl:3"):
+        read_labelled("benign-answers")
+    monkeypatch.setattr(labels, "BENIGN_ANSWERS", tmp_path / "missing.jsonl")
+    with pytest.raises(DataError, match="missing"):
+        read_labelled("benign-answers")
+
+
+def test_shipped_benign_requests_are_harmless_categories_and_unique():
+    from safepref.evaluate import labels
+
+    rows = [json.loads(line) for line in
+            (labels.BENIGN_ANSWERS.parent / "benign_requests.jsonl").read_text().splitlines()]
+    prompts = [r["prompt"].lower() for r in rows]
+    assert len(prompts) == len(set(prompts)) == 626
+    assert {r["category"] for r in rows} == {"homonym", "figurative", "safe-target", "safe-context", "definition",
+                                             "history-news", "safety-info", "public-figure", "everyday"}
+
+
+def test_balanced_weights_by_hand():
+    def item(source: str, label: bool) -> LabelledItem:
+        return LabelledItem("p", "r", label, source=source)
+
+    # gptfuzz: 1 harmful + 3 harmless; benign: 2 harmless. Equal sets, equal classes within a set:
+    # gptfuzz harmful 3/1 * 1/2 = 1.5, gptfuzz harmless 3/3 * 1/2 = 0.5, benign 3/2 = 1.5 (sum 6, mean 1).
+    items = [item("gptfuzz-train", True)] + [item("gptfuzz-train", False)] * 3 + [item("benign-answers", False)] * 2
+    assert np.allclose(sj.balanced_weights(items), [1.5, 0.5, 0.5, 0.5, 1.5, 1.5])
+    # GPTFuzz at 0.75 of the total (4.5 of 6): its rows keep their 3:1 ratio (2.25, 0.75 x 3); benign 1.5 of 6
+    # over 2 rows = 0.75 each.
+    assert np.allclose(sj.balanced_weights(items, 0.75), [2.25, 0.75, 0.75, 0.75, 0.75, 0.75])
+    with pytest.raises(ConfigError, match="gptfuzz_share"):
+        sj.SafetyJudgeConfig(gptfuzz_share=1.0)
+
+
+def test_request_gate_by_hand():
+    # gate logit = ln 3 * (x0 - 1) / 2 + ln 2: x0 = 1 -> sigmoid(ln 2) = 2/3; x0 = 3 -> sigmoid(ln 6) = 6/7
+    arrays = {"gate_coef": np.asarray([math.log(3), 0.0]), "gate_intercept": np.asarray([math.log(2)]),
+              "gate_mean": np.asarray([1.0, 0.0]), "gate_scale": np.asarray([2.0, 1.0])}
+    np.testing.assert_allclose(sj.gate_proba(arrays, np.asarray([[1.0, 5.0], [3.0, -5.0]])), [2 / 3, 6 / 7])
+
+
+def test_harmless_request_sets_train_only_the_gate(monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    from safepref.reward.embedders import HashingEmbedder
+
+    monkeypatch.setattr(sj, "_EMBEDDER", HashingEmbedder(dim=64))
+    items = _tiny_items()
+    benign = [LabelledItem(f"How do I kill a Python process {i}?", f"Run kill -9 on it {i}.", False,
+                           source="benign-answers") for i in range(6)]
+    config = sj.SafetyJudgeConfig(recipe="ensemble", alpha=1e-4)
+    plain = sj.train_safety_judge(config, evaluate=False, items=items)
+    gated = sj.train_safety_judge(config, evaluate=False, items=items + benign)
+    # the answer judge is the same model (the benign rows never reach it) ...
+    for key, value in plain.arrays.items():
+        np.testing.assert_allclose(gated.arrays[key], value)
+    assert gated.meta["train_rows"] == len(items)
+    # 12 x 3 distinct requests (weapon, malware, bread) in the other sets count as harmful ones
+    assert gated.meta["train"]["gate"] == {"harmful_requests": 36, "harmless_requests": 6}
+    # ... times the gate: a balanced logistic regression on the standardized embeddings of the distinct requests
+    harmful = list({i.prompt_id: i.prompt for i in items}.values())
+    x = np.vstack([sj.prompt_embeddings(harmful), sj.prompt_embeddings([b.prompt for b in benign])])
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    y = np.r_[np.ones(len(harmful)), np.zeros(len(benign))]
+    lr = LogisticRegression(max_iter=2000, class_weight="balanced").fit((x - mean) / scale, y)
+    prompts = [i.prompt for i in items[:4]] + [benign[0].prompt]
+    answers = [i.response for i in items[:4]] + [benign[0].response]
+    expected_gate = lr.predict_proba((sj.prompt_embeddings(prompts) - mean) / scale)[:, 1]
+    np.testing.assert_allclose(gated.predict_proba(prompts, answers),
+                               plain.predict_proba(prompts, answers) * expected_gate, rtol=1e-4, atol=1e-6)

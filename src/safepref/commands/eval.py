@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "$SAFEPREF_DATA/gptfuzz)")
     tj.add_argument("--max-rows-per-set", type=int, default=None,
                     help="safety/finetuned: cap each training set (safety default: 1,500, GPTFuzz uncapped; 0: no cap)")
+    tj.add_argument("--gptfuzz-share", type=float, default=None,
+                    help=f"safety: GPTFuzz's human labels' share of the training weight (default "
+                         f"{safety_judge.GPTFUZZ_SHARE}; 0: every set the same)")
     tj.add_argument("--out", default=None,
                     help="save here (default: $SAFEPREF_CACHE/judges/<kind>, the judge named after the kind)")
     tj.add_argument("--compare", action="store_true", help="train and measure every recipe (nothing is saved)")
@@ -167,6 +170,8 @@ def _run_train_judge(args: argparse.Namespace) -> int:
 
     # no --max-rows-per-set: the config's own cap, so the command makes the same judge as first use
     capped = {} if args.max_rows_per_set is None else {"max_rows_per_set": args.max_rows_per_set}
+    if args.gptfuzz_share is not None:
+        capped["gptfuzz_share"] = args.gptfuzz_share
     if args.compare:
         keys = ("accuracy", "precision", "recall", "kappa", "flagged_rate", "n")
         for recipe in sj.RECIPES:

@@ -73,12 +73,15 @@ def train_finetuned_judge(out: str | Path, config: FinetunedJudgeConfig | None =
         TrainingArguments,
     )
 
-    from safepref.evaluate.safety_judge import TRAIN_SETS, SafetyJudgeConfig, training_items
+    from safepref.evaluate.safety_judge import GATE_SETS, TRAIN_SETS, SafetyJudgeConfig, training_items
     from safepref.models import minilm_folder
 
     config = config or FinetunedJudgeConfig()
     started = time.time()
-    items, counts = training_items(SafetyJudgeConfig(train_sets=list(train_sets or TRAIN_SETS),
+    # Not the harmless-request sets by default: their answers are one small model's, and an answer judge trained
+    # on them learns that model's style as harmless (safety_judge.GATE_SETS; benchmarks/judge_gpu.py measures both).
+    default = [s for s in TRAIN_SETS if s not in GATE_SETS]
+    items, counts = training_items(SafetyJudgeConfig(train_sets=list(train_sets or default),
                                                         max_rows_per_set=max_rows_per_set))
     base = str(minilm_folder())
     tokenizer = AutoTokenizer.from_pretrained(base)
