@@ -99,9 +99,17 @@ def main() -> None:
     results: dict = {"variants": {}}
     # FMT=FILE arguments reuse answers to XSTest's prompts (e.g. a run's SFT refusal stage) instead of generating.
     given = dict(arg.split("=", 1) for arg in args if "=" in arg)
-    sets = {n: [i for i in read_labelled(n)[0] if split_of_item(i) == "test"]
-            for n in (*EVAL_SETS, "benign-answers")}
+    # ADV=FILE: the embedded model's answers to harmful requests, unlabelled (label 0): their flagged rate shows
+    # whether a variant learned the model's style as harmless.
+    adv = given.pop("ADV", None)
+    sets = {n: [i for i in read_labelled(n)[0] if split_of_item(i) == "test"] for n in EVAL_SETS}
     sets.update(xstest_safe_items(given or generate_xstest(out, work)))
+    if adv:
+        from safepref.evaluate.labels import LabelledItem
+
+        rows = [json.loads(line) for line in Path(adv).read_text().splitlines()]
+        sets["advbench-answers-unlabelled"] = [LabelledItem(r["prompt"], r["response"], False, source="adv")
+                                               for r in rows if r["response"].strip()]
     base = [s for s in TRAIN_SETS if s not in GATE_SETS]  # what train-judge --kind finetuned trains on
     for variant, train_sets in (("base", base), ("benign", [*base, "benign-answers"])):
         folder = work / f"minilm-ce-{variant}"
