@@ -53,7 +53,7 @@ def load(cap: int, extra: list[str], train_sets: tuple[str, ...] = sj.TRAIN_SETS
         if name != "gptfuzz-train" and cap and len(keep) > cap:
             keep = np.sort(rng.choice(keep, cap, replace=False))
         fit[name], dev[name] = subset(d, keep), subset(d, np.where(is_dev)[0])
-    for name in (*sj.EVAL_SETS, "benign-answers"):
+    for name in sj.EVAL_SETS:
         tests[name] = features([i for i in read_labelled(name)[0] if split_of_item(i) == "test"])
     for spec in extra:
         name, path = spec.split("=", 1)
@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--select", choices=["mean", "balanced"], default="mean",
                         help="threshold on dev: best mean accuracy over the sets, or best balanced accuracy")
     parser.add_argument("--gate", action="store_true",
-                        help="the shipped design: sets of GATE_SETS train only the request gate")
+                        help="the sets of GATE_SETS in --train-sets train only the request gate (an option of the "
+                             "safety judge, not its default)")
     parser.add_argument("--train-sets", default=",".join(sj.TRAIN_SETS),
                         help="comma-separated labelled sets to fit on (default: the shipped judge's)")
     args = parser.parse_args()
@@ -176,7 +177,8 @@ def main() -> None:
                  else balanced(dev, dev_p, t) for t in grid]
         threshold = float(grid[int(np.argmax(score))])
         test_p = {k: judge(d) for k, d in tests.items()}
-        print(json.dumps({"recipe": recipe, "gate": args.gate, "train_sets": args.train_sets, "select": args.select, "cap": args.cap, "gptfuzz_share": args.gptfuzz_share,
+        print(json.dumps({"recipe": recipe, "gate": args.gate, "train_sets": args.train_sets, "select": args.select,
+                          "cap": args.cap, "gptfuzz_share": args.gptfuzz_share,
                           "fit_seconds": round(seconds), "threshold_dev": threshold, "dev_score": round(max(score), 4),
                           "test_at_threshold": {k: round(accuracy(tests[k], p, threshold), 4) for k, p in test_p.items()},
                           "test_at_0.5": {k: round(accuracy(tests[k], p, 0.5), 4) for k, p in test_p.items()}}),
