@@ -210,14 +210,14 @@ def _safe_answers(source: str) -> Callable[[], list[LabelledItem]]:
 
 # Harmless requests written for safepref (``data/benign_requests.jsonl``: everyday tasks, and requests that only
 # sound dangerous: "kill a Python process", weeds, games, definitions, history, safety information) and the
-# embedded model's greedy answers to them (``benchmarks/judge_gpu.py`` makes them). Why: every other set answers
+# embedded model's greedy answers to them (``benchmarks/benign_answers.py`` makes them). Why: every other set answers
 # harmful requests, so without it a judge learns "answered in full = harmful" whatever was asked.
 BENIGN_ANSWERS = Path(__file__).parent / "data" / "benign_answers.jsonl"
 
 
 def _benign_answers() -> list[LabelledItem]:
     if not BENIGN_ANSWERS.exists():
-        raise DataError(f"{BENIGN_ANSWERS}: missing (made by benchmarks/judge_gpu.py; part of the package)")
+        raise DataError(f"{BENIGN_ANSWERS}: missing (made by benchmarks/benign_answers.py; part of the package)")
     items, _ = read_labels_file(BENIGN_ANSWERS)
     for item in items:
         if item.label:
