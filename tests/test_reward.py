@@ -356,3 +356,27 @@ def test_minilm_embedder_encodes_missing_texts_longest_first_and_answers_in_orde
     chunks.clear()
     assert embedder(["eeeee", "bb"]).ravel().tolist() == [5.0, 2.0]  # "bb" from the cache
     assert chunks == [["eeeee"]]
+
+
+def test_embed_precision_follows_env_and_cpu_and_keys_the_cache_apart(tmp_path, monkeypatch):
+    import torch
+
+    from safepref.errors import ConfigError
+    from safepref.reward.embedders import PRECISION_ENV, MiniLMEmbedder, embed_precision
+
+    monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert embed_precision("cpu") == "bfloat16"
+    assert embed_precision("cuda") == "float32"  # a GPU keeps float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert embed_precision("cpu") == "float32"  # no native bfloat16: emulated would be slower
+    monkeypatch.setenv(PRECISION_ENV, "bfloat16")
+    forced = MiniLMEmbedder(device="cpu")
+    assert (forced.precision, forced.batch_size, forced.describe()["precision"]) == ("bfloat16", 16, "bfloat16")
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    plain = MiniLMEmbedder(device="cpu")
+    assert plain.cache.key("same text") != forced.cache.key("same text")
+    monkeypatch.setenv(PRECISION_ENV, "fp8")
+    with pytest.raises(ConfigError, match="SAFEPREF_EMBED_PRECISION='fp8': must be one of auto, float32, bfloat16"):
+        embed_precision("cpu")

@@ -69,29 +69,57 @@ class EmbeddingCache:
         self.db.commit()
 
 
+PRECISION_ENV = "SAFEPREF_EMBED_PRECISION"  # float32 | bfloat16 | auto (the default)
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def embed_precision(device: str) -> str:
+    """float32, or bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX): 2.4x the texts/s of
+    float32 on the 2-core EPYC, vectors at cosine >= 0.9999 of float32's (benchmarks/embedding.py).
+    ``$SAFEPREF_EMBED_PRECISION`` overrides; a GPU stays float32 (fast enough, and the vectors it caches
+    equal the CPU's float32 ones)."""
+    import os
+
+    import torch
+
+    wanted = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    if wanted not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV}={wanted!r}: must be one of {', '.join(PRECISIONS)}")
+    if wanted != "auto":
+        return wanted
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if device == "cpu" and native else "float32"
+
+
 class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 through sentence-transformers (mean pooling, unit norm), cached on disk.
 
     Work goes in chunks of ``chunk`` texts, each committed to the cache, so an interrupted run loses at
-    most one chunk.
+    most one chunk. On a CPU: batches of 16 (less padding; 1.3x the texts/s of 64) and bfloat16 where the CPU
+    has it (``embed_precision``); the cache keeps each precision's vectors apart.
     """
 
     name = "all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, device: str = "auto", batch_size: int = 64, max_seq_length: int = 256,
+    def __init__(self, device: str = "auto", batch_size: int | None = None, max_seq_length: int = 256,
                  cache: bool = True, chunk: int = 512, progress: bool = False) -> None:
-        self.device = device
-        self.batch_size = batch_size
+        from safepref.models import pick_device
+
+        self.device = pick_device(device)
+        on_cpu = self.device == "cpu"
+        self.batch_size = batch_size or (16 if on_cpu else 64)
+        self.precision = embed_precision("cpu" if on_cpu else self.device)
         self.max_seq_length = max_seq_length
         self.chunk = chunk
         self.progress = progress
         self.version = importlib.metadata.version(MINILM_PACKAGE) if _installed(MINILM_PACKAGE) else "?"
         import os
 
-        # Cached vectors are only valid for the same weights: an overriding folder gets its own keys.
+        # Cached vectors are only valid for the same weights and precision: an overriding folder gets its own keys.
         override = os.environ.get(MINILM_ENV)
-        salt = f"{self.name}|{self.version}|{max_seq_length}" + (f"|{override}" if override else "")
+        salt = f"{self.name}|{self.version}|{max_seq_length}" + (f"|{override}" if override else "") \
+            + ("" if self.precision == "float32" else f"|{self.precision}")
         self.cache = EmbeddingCache(paths.cache_dir("embeddings") / "all-MiniLM-L6-v2.sqlite", salt) \
             if cache else None
         self._model: Any = None
@@ -100,24 +128,30 @@ class MiniLMEmbedder(Embedder):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "package": f"{MINILM_PACKAGE}=={self.version}",
-                "max_seq_length": self.max_seq_length, "dim": self.dim}
+                "max_seq_length": self.max_seq_length, "dim": self.dim, "precision": self.precision}
 
     def _load(self) -> Any:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            from safepref.models import pick_device
-
             # A local folder: never ask the hub (offline machines), without touching the process's env.
-            model = SentenceTransformer(str(minilm_dir()), device=pick_device(self.device), local_files_only=True)
-            self._model = model.float()  # float32 everywhere: the cache must not depend on the device
+            model = SentenceTransformer(str(minilm_dir()), device=self.device, local_files_only=True)
+            self._model = model.float()  # float32 weights; bfloat16 only as autocast (``_encode``)
             self._model.max_seq_length = self.max_seq_length
         return self._model
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        import contextlib
+
+        import torch
+
         start = time.perf_counter()
-        vectors = self._load().encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                      normalize_embeddings=True, show_progress_bar=False)
+        model = self._load()
+        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16) if self.precision == "bfloat16" \
+            else contextlib.nullcontext()
+        with autocast:
+            vectors = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                   normalize_embeddings=True, show_progress_bar=False)
         self.seconds_embedding += time.perf_counter() - start
         self.texts_embedded += len(texts)
         return np.asarray(vectors, dtype=np.float32)
