@@ -239,9 +239,13 @@ def baseline_trainer(location: str, mode: str, plan: Plan, dataset: Any, tokeniz
 def safepref_config(mode: str, plan: Plan, batch: int, same_order: bool) -> Any:
     """configs/train/dpo-smollm2-<mode>.yaml (the options safepref ships) with the benchmark's batch, steps,
     learning rate and schedule; ``same_order`` switches length grouping off (the baseline's data order)."""
+    import torch
+
     from safepref.train.dpo_config import DPOTrainConfig, load_train_config
 
-    overrides = [f"max_steps={plan.steps}", f"per_device_train_batch_size={batch}",
+    # A CPU: float32 on both sides (the baseline's DPOConfig cannot autocast bf16 there), so the losses compare.
+    precision = [] if torch.cuda.is_available() else ["precision=fp32"]
+    overrides = [*precision, f"max_steps={plan.steps}", f"per_device_train_batch_size={batch}",
                  f"learning_rate={LEARNING_RATES[mode]}", "lr_scheduler_type=constant", "warmup_ratio=0.0",
                  f"max_length={plan.max_length}", "save_steps=0", f"seed={plan.seed}", "monitor.probe_pairs=0",
                  "gradient_accumulation_steps=1"]

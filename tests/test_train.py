@@ -422,3 +422,23 @@ def test_lora_precomputed_reference_gives_the_live_reference_losses(tmp_path, pa
     # step 1: LoRA's B starts at zero, so policy == reference and the loss is -log sigmoid(0) = ln 2 = 0.693147
     assert precomputed[0] == pytest.approx(0.693147, abs=1e-5)
     assert precomputed == pytest.approx(live, abs=1e-5)  # the adapter-off pass once == the adapter-off pass per step
+
+
+def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    import torch
+
+    from safepref import models
+    from safepref.errors import ConfigError
+    from safepref.train.dpo_config import DPOTrainConfig
+    from safepref.train.dpo_setup import _precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert _precision(DPOTrainConfig()) == "bf16"
+    assert _precision(DPOTrainConfig(precision="fp32")) == "fp32"
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert _precision(DPOTrainConfig()) == "fp32"
+    with pytest.raises(ConfigError, match="bf16 needs a GPU or a CPU with AVX512-BF16/AMX"):
+        _precision(DPOTrainConfig(precision="bf16"))
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        _precision(DPOTrainConfig(precision="fp16"))

@@ -80,15 +80,14 @@ def embed_precision(device: str) -> str:
     equal the CPU's float32 ones)."""
     import os
 
-    import torch
+    from safepref.models import cpu_has_bf16
 
     wanted = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
     if wanted not in PRECISIONS:
         raise ConfigError(f"{PRECISION_ENV}={wanted!r}: must be one of {', '.join(PRECISIONS)}")
     if wanted != "auto":
         return wanted
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bfloat16" if device == "cpu" and native else "float32"
+    return "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"
 
 
 class MiniLMEmbedder(Embedder):

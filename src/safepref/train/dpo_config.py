@@ -94,7 +94,8 @@ class DPOTrainConfig:
                                              "LengthGroupedSampler): less padding, the same pairs each epoch "
                                              "in another order; false = TRL's random order")
     gradient_checkpointing: bool = field(True, help="recompute activations: less memory, ~20-30% slower")
-    precision: str = field("auto", help="auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or fp32: "
+    precision: str = field("auto", help="auto (bf16 on a GPU that has it or a CPU with AVX512-BF16/AMX, else fp32), "
+                                        "bf16, fp16 or fp32: "
                                         "autocast precision of the forward/backward")
     model_dtype: str = field("auto", help="dtype the weights are loaded in; auto = float32 for full "
                                           "fine-tuning (optimizer updates of 5e-7 vanish in bf16 weights), "

@@ -18,15 +18,22 @@ from safepref.train.dpo_config import DTYPES, DPOTrainConfig
 
 
 def _precision(config: DPOTrainConfig) -> str:
+    """auto: bf16 on a GPU that has it, and on a CPU that computes it natively (AVX512-BF16/AMX: LoRA DPO of
+    SmolLM2 on the quickstart's pairs 36 s instead of 50 s a stage on the 2-core EPYC); fp32 else."""
     import torch
 
+    from safepref.models import cpu_has_bf16
+
     if config.precision != "auto":
-        if config.precision in ("bf16", "fp16") and not torch.cuda.is_available():
-            raise ConfigError(f"config field 'precision': {config.precision} needs a GPU here; use auto or fp32")
+        if config.precision == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("config field 'precision': fp16 needs a GPU here; use auto, bf16 or fp32")
+        if config.precision == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
+            raise ConfigError("config field 'precision': bf16 needs a GPU or a CPU with AVX512-BF16/AMX here; "
+                              "use auto or fp32")
         return config.precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def _model_dtype(config: DPOTrainConfig, precision: str) -> str:
@@ -123,6 +130,13 @@ def _trainer_class(group_by_length: bool = False) -> type:
     return MonitoredDPOTrainer
 
 
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available() and not (getattr(torch.backends, "mps", None)
+                                                  and torch.backends.mps.is_available())
+
+
 def _dpo_args(config: DPOTrainConfig, output_dir: Path, precision: str) -> Any:
     from trl import DPOConfig
 
@@ -152,6 +166,7 @@ def _dpo_args(config: DPOTrainConfig, output_dir: Path, precision: str) -> Any:
         gradient_checkpointing=config.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        use_cpu=_on_cpu(),  # transformers refuses bf16 without a GPU unless told the CPU is meant
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=config.logging_steps,
