@@ -134,11 +134,23 @@ def rehearsal_plan(exp: Any, n: int) -> Plan:
         _plan_answer(plan, name, answer, target, tokenizer)
     data["reward_model"] = _plan_reward_model(plan, exp.reward_model, tokenizer)
     _plan_evaluation(plan, data["evaluate"], n)
+    _plan_saving(plan, data["train"])
     plan.full["seeds"] = len(exp.run_seeds()) if hasattr(exp, "run_seeds") else 1
     if data.get("seeds"):
         data["seed"], data["seeds"] = data["seeds"][0], None
     plan.experiment = cfg.from_dict(ExperimentConfig, data)
     return plan
+
+
+def _plan_saving(plan: Plan, train: dict[str, Any]) -> None:
+    """No resumable checkpoints and bfloat16 saved weights: at 7B a full fine-tuning checkpoint holds float32
+    weights and Adam's two moments (12 B a parameter, 83 GB; the 2026-12-06 H200 rehearsal filled the 64 GB disk
+    with one), and a float32 model is 27.5 GB. What the stage costs in GPU time does not depend on either."""
+    for key, value in (("save_steps", 0), ("save_dtype", "bfloat16")):
+        real = train["set"].get(key, "as in the train config")
+        train["set"] = {**train["set"], key: value}
+        plan.substitutions.append({"what": f"train.{key}", "real": real, "rehearsal": value,
+                                   "why": "the disk: a 7B checkpoint with optimizer state is 83 GB"})
 
 
 def _plan_answer(plan: Plan, name: str, answer: dict[str, Any], target: str, tokenizer: str | None) -> None:
