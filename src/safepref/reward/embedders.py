@@ -74,8 +74,9 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def embed_precision(device: str) -> str:
-    """float32, or bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX): 2.4x the texts/s of
-    float32 on the 2-core EPYC, vectors at cosine >= 0.9999 of float32's (benchmarks/embedding.py).
+    """float32, or bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX): 1.6x the texts/s
+    of float32 at the same batch on the 2-core EPYC, vectors at cosine >= 0.9999 of float32's
+    (benchmarks/embedding.py).
     ``$SAFEPREF_EMBED_PRECISION`` overrides; a GPU stays float32 (fast enough, and the vectors it caches
     equal the CPU's float32 ones)."""
     import os
@@ -94,7 +95,7 @@ class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2 through sentence-transformers (mean pooling, unit norm), cached on disk.
 
     Work goes in chunks of ``chunk`` texts, each committed to the cache, so an interrupted run loses at
-    most one chunk. On a CPU: batches of 16 (less padding; 1.3x the texts/s of 64) and bfloat16 where the CPU
+    most one chunk. On a CPU: batches of 16 (less padding; 1.4x the texts/s of 64) and bfloat16 where the CPU
     has it (``embed_precision``); the cache keeps each precision's vectors apart.
     """
 
@@ -106,9 +107,8 @@ class MiniLMEmbedder(Embedder):
         from safepref.models import pick_device
 
         self.device = pick_device(device)
-        on_cpu = self.device == "cpu"
-        self.batch_size = batch_size or (16 if on_cpu else 64)
-        self.precision = embed_precision("cpu" if on_cpu else self.device)
+        self.batch_size = batch_size or (16 if self.device == "cpu" else 64)
+        self.precision = embed_precision(self.device)
         self.max_seq_length = max_seq_length
         self.chunk = chunk
         self.progress = progress

@@ -130,15 +130,10 @@ def _trainer_class(group_by_length: bool = False) -> type:
     return MonitoredDPOTrainer
 
 
-def _on_cpu() -> bool:
-    import torch
-
-    return not torch.cuda.is_available() and not (getattr(torch.backends, "mps", None)
-                                                  and torch.backends.mps.is_available())
-
-
 def _dpo_args(config: DPOTrainConfig, output_dir: Path, precision: str) -> Any:
     from trl import DPOConfig
+
+    from safepref.models import pick_device
 
     # transformers 5 folded warmup_ratio into warmup_steps (a float < 1 is a ratio); older 5.x kept both.
     names = {f.name for f in dataclasses.fields(DPOConfig)}
@@ -166,7 +161,7 @@ def _dpo_args(config: DPOTrainConfig, output_dir: Path, precision: str) -> Any:
         gradient_checkpointing=config.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=_on_cpu(),  # transformers refuses bf16 without a GPU unless told the CPU is meant
+        use_cpu=pick_device() == "cpu",  # transformers refuses bf16 without a GPU unless told the CPU is meant
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=config.logging_steps,
