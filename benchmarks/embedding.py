@@ -10,12 +10,11 @@ PKU-SafeRLHF, the labelled safety answers), ``--n`` of them (default 1,000), wit
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
+
+from _common import parser, write  # benchmarks/_common.py (the script folder is on sys.path)
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "embedding-cpu.json"
 SETS = ("gptfuzz-train", "pku-realign", "safety-labels", "pku-safe-sft")
@@ -48,11 +47,9 @@ def run(variant: dict, sample: list[str]) -> tuple[dict, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--machine", default="2-core CPU")
-    parser.add_argument("--write", default=str(OUT))
-    args = parser.parse_args()
+    options = parser(__doc__, OUT)
+    options.add_argument("--n", type=int, default=1000)
+    args = options.parse_args()
 
     import torch
 
@@ -71,16 +68,11 @@ def main() -> None:
                    else 1.0)
         rows.append(row)
         print(row, flush=True)
-    out = {"benchmark": "MiniLM embedding on the CPU, cold (no cache), the safety judge's training answers",
+    write(args.write, args.machine,
+          {"benchmark": "MiniLM embedding on the CPU, cold (no cache), the safety judge's training answers",
            "texts": len(sample), "mean_chars": round(sum(map(len, sample)) / len(sample), 1),
-           "machine": args.machine, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "avx512_bf16": torch.cpu._is_avx512_bf16_supported(), "amx": torch.cpu._is_amx_tile_supported(),
-           "torch": torch.__version__, "python": platform.python_version(),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": rows}
-    Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.write).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.write}")
-
+           "torch": torch.__version__}, rows)
 
 if __name__ == "__main__":
     main()

@@ -9,24 +9,19 @@ its MiniLM embedding cache is switched off, so every request and answer is embed
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
+
+from _common import parser, write  # benchmarks/_common.py (the script folder is on sys.path)
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "judge_scoring.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--machine", default="2-core CPU")
-    parser.add_argument("--write", default=str(OUT))
-    args = parser.parse_args()
+    options = parser(__doc__, OUT)
+    options.add_argument("--n", type=int, default=1000)
+    args = options.parse_args()
 
-    import torch
 
     from safepref.evaluate import safety_judge as sj
     from safepref.evaluate.judges import make_judge
@@ -47,14 +42,8 @@ def main() -> None:
         results[name] = {"answers": len(verdicts), "seconds": round(seconds, 2),
                          "answers_per_second": round(len(verdicts) / seconds, 1)}
         print(name, results[name], flush=True)
-    out = {"benchmark": "judge scoring, 1,000 GPTFuzz answers with their questions, cold embedding cache",
-           "machine": args.machine, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "results": results}
-    Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.write).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.write}")
-
+    write(args.write, args.machine,
+          {"benchmark": "judge scoring, 1,000 GPTFuzz answers with their questions, cold embedding cache"}, results)
 
 if __name__ == "__main__":
     main()
