@@ -68,20 +68,24 @@ def xstest_safe_items(answer_files: dict[str, str]) -> dict[str, list]:
     return sets
 
 
-def measure(folder: Path, sets: dict[str, list]) -> dict:
+def measure(folder: Path, sets: dict[str, list], out: Path) -> dict:
+    """Agreement at P >= 0.5 per set; every item's P(harmful) also goes to $OUT/proba-<variant>.json so that a
+    threshold can be chosen afterwards on a split other than the one it is measured on."""
     from safepref.evaluate import finetuned_judge
     from safepref.evaluate.validate import agreement
 
-    results = {}
+    results, probas = {}, {}
     for name, items in sets.items():
         started = time.time()
         proba = finetuned_judge.predict_proba(folder, items)
+        probas[name] = [[bool(i.label), round(float(p), 5)] for i, p in zip(items, proba, strict=True)]
         m = agreement([i.label for i in items], [bool(p >= 0.5) for p in proba])
         results[name] = {"n": m["n"], "accuracy": m["accuracy"]["value"], "accuracy_ci": m["accuracy"]["ci"],
                          "precision": m["precision"]["value"], "recall": m["recall"]["value"],
                          "kappa": m["kappa"], "flagged_rate": m["flagged_rate"]["value"],
                          "seconds": round(time.time() - started, 1)}
         print(folder.name, name, results[name], flush=True)
+    (out / f"proba-{folder.name}.json").write_text(json.dumps(probas))
     return results
 
 
@@ -114,7 +118,7 @@ def main() -> None:
     for variant, train_sets in (("base", base), ("benign", [*base, "benign-answers"])):
         folder = work / f"minilm-ce-{variant}"
         meta = finetuned_judge.train_finetuned_judge(folder, train_sets=train_sets)
-        results["variants"][variant] = {"train": meta, "sets": measure(folder, sets)}
+        results["variants"][variant] = {"train": meta, "sets": measure(folder, sets, out)}
         (out / "finetuned.json").write_text(json.dumps(results, indent=2))
 
 
