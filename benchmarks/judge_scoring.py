@@ -22,7 +22,6 @@ def main() -> None:
     options.add_argument("--n", type=int, default=1000)
     args = options.parse_args()
 
-
     from safepref.evaluate import safety_judge as sj
     from safepref.evaluate.judges import make_judge
     from safepref.evaluate.labels import read_labelled
