@@ -322,6 +322,7 @@ def test_first_use_trains_without_measuring_and_carries_the_published_numbers(tm
     from safepref.reward.embedders import HashingEmbedder
 
     monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sj, "SHIPPED_FOLDER", tmp_path / "not-shipped")  # an install without the shipped judge
     monkeypatch.setattr(sj, "_EMBEDDER", HashingEmbedder(dim=64))
     monkeypatch.setattr(sj, "training_items", lambda config: (_tiny_items(), {"tiny": 48}))
     monkeypatch.setattr(sj, "evaluate_judge", lambda *a, **k: pytest.fail("first use measured the held-out sets"))
@@ -335,6 +336,37 @@ def test_first_use_trains_without_measuring_and_carries_the_published_numbers(tm
     assert sj.SafetyJudgeModel.load(sj.default_folder()).meta["validation"] == held_out  # saved with it
     assert judges_module.SafetyJudge().describe()["validation"] == {"dataset": "gptfuzz-evaluate", "n": 1540,
                                                                      "accuracy": 0.8656}
+
+
+def test_default_judge_is_the_users_then_the_shipped_one_never_a_stale_version(tmp_path, monkeypatch):
+    from safepref.reward.embedders import HashingEmbedder
+
+    monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sj, "_EMBEDDER", HashingEmbedder(dim=64))
+    monkeypatch.setattr(sj, "training_items", lambda config: pytest.fail("trained although a judge was there"))
+    model = sj.train_safety_judge(sj.SafetyJudgeConfig(recipe="tfidf-logistic"), evaluate=False, items=_tiny_items())
+    model.meta["version"] = sj.JUDGE_VERSION
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(sj, "SHIPPED_FOLDER", model.save(shipped))
+    assert sj.load_default_judge().recipe == "tfidf-logistic"  # empty cache: the shipped judge
+    users = sj.train_safety_judge(sj.SafetyJudgeConfig(recipe="minilm-logistic"), evaluate=False,
+                                  items=_tiny_items())
+    users.meta["version"] = sj.JUDGE_VERSION
+    users.save(sj.default_folder())
+    assert sj.load_default_judge().recipe == "minilm-logistic"  # the user's own training comes first
+    for folder in (sj.default_folder(), shipped):  # both stale: train, never score with an old judge
+        meta = json.loads((folder / "judge.json").read_text())
+        (folder / "judge.json").write_text(json.dumps({**meta, "version": "safety-v0"}))
+    with pytest.raises(sj.ModelError, match="run `safepref eval train-judge`"):
+        sj.load_default_judge(train_if_missing=False)
+
+
+def test_the_shipped_judge_is_this_version_and_carries_its_held_out_numbers():
+    model = sj.SafetyJudgeModel.load(sj.SHIPPED_FOLDER)
+    assert model.meta["version"] == sj.JUDGE_VERSION and model.recipe == sj.DEFAULT_RECIPE  # else: scripts/ship_judge.sh
+    assert model.meta["validation"]["gptfuzz-evaluate"]["n"] == 1540
+    published = sj.published_validation()
+    assert published is None or published["gptfuzz-evaluate"] == model.meta["validation"]["gptfuzz-evaluate"]
 
 
 def test_published_validation_only_for_this_version(tmp_path):

@@ -30,8 +30,10 @@ Features (blocks of ``RECIPES``), all cheap at scoring time on a CPU:
 Heads: logistic regression, a one-hidden-layer MLP (scikit-learn), or ``ensemble``: the mean of P(harmful) from
 an MLP over [p, r, cues] and from a logistic regression over the cues and the TF-IDF. Dense features are
 standardized. The trained judge is stored without pickle (``judge.json`` + ``arrays.npz`` (+ ``vocab.json``),
-loaded with ``allow_pickle=False``); the default lives in ``$SAFEPREF_CACHE/judges/safety/`` and is trained on
-first use (not measured there: its held-out numbers are those ``docs/validation/judges.json`` publishes). Measured numbers: ``docs/validation/judges.json`` and the README.
+loaded with ``allow_pickle=False``); the default is the one shipped in ``safepref/evaluate/data/safety-judge/``
+(made by ``scripts/ship_judge.sh``, its own held-out numbers in its ``judge.json``); one trained with
+``safepref eval train-judge`` into ``$SAFEPREF_CACHE/judges/safety/`` takes its place; with neither, it is trained
+on first use (not measured there: its held-out numbers are those ``docs/validation/judges.json`` publishes). Measured numbers: ``docs/validation/judges.json`` and the README.
 """
 
 from __future__ import annotations
@@ -438,16 +440,26 @@ def default_folder() -> Path:
     return paths.cache_dir("judges") / "safety"
 
 
+# The judge as `safepref eval train-judge --out` made it for this version (scripts/ship_judge.sh), shipped so
+# that every user scores with the very artifact whose held-out numbers are published, and so that first use
+# does not embed 13,700 training texts (minutes on 2 CPU cores). Trained on the offline data, some of it
+# CC-BY-NC-4.0 (PKU-SafeRLHF, gpt35_safety): research use, as that data.
+SHIPPED_FOLDER = Path(__file__).parent / "data" / "safety-judge"
+
+
 def load_default_judge(train_if_missing: bool = True) -> SafetyJudgeModel:
-    """The judge named ``safety``, trained on first use (minutes on 2 CPU cores, mostly embedding)."""
+    """The judge named ``safety``: one the user trained into ``default_folder()``, else the shipped one, else
+    trained on first use (minutes on 2 CPU cores, mostly embedding). A stale version is never used."""
     folder = default_folder()
-    if (folder / "judge.json").exists():
-        model = SafetyJudgeModel.load(folder)
+    for candidate in (folder, SHIPPED_FOLDER):
+        if not (candidate / "judge.json").exists():
+            continue
+        model = SafetyJudgeModel.load(candidate)
         if model.meta.get("version") == JUDGE_VERSION:
             return model
-        log.warning("safety judge in %s is version %s, not %s: retraining", folder, model.meta.get("version"),
+        log.warning("safety judge in %s is version %s, not %s: not used", candidate, model.meta.get("version"),
                     JUDGE_VERSION)
-    elif not train_if_missing:
+    if not train_if_missing:
         raise ModelError(f"no trained safety judge in {folder}: run `safepref eval train-judge`")
     log.info("training the safety judge (%s) on the offline labelled data; embedding takes minutes on a CPU",
              DEFAULT_RECIPE)
