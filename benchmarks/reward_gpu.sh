@@ -40,7 +40,8 @@ python3 -m safepref rm score --rm "hf:$W/smol" --responses "$W/speed/responses.j
   --out "$W/speed/scored" && cp "$W/speed/scored/summary.json" "$R/speed-summary.json"
 pack
 
-if [ "${VARIANT:-0}" = 1 ] && [ "$(elapsed)" -lt 200 ]; then
+# VARIANT_BY: the variant starts only this many seconds in (default 200; more when the GPU is shared).
+if [ "${VARIANT:-0}" = 1 ] && [ "$(elapsed)" -lt "${VARIANT_BY:-200}" ]; then
   echo "== variant: + hh-harmless training-split prompts at $(elapsed) s"
   python3 -m safepref rm train --kind finetuned --preset smollm2 --device cuda --out "$W/smolhh" --name safety-smollm2-hh \
     --set 'pairs=["pku-realign", "pku-paper", "hh-harmless"]' --set 'exclude=[]' \

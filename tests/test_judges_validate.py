@@ -466,3 +466,23 @@ def test_harmless_request_sets_train_only_the_gate(monkeypatch):
     expected_gate = lr.predict_proba((sj.prompt_embeddings(prompts) - mean) / scale)[:, 1]
     np.testing.assert_allclose(gated.predict_proba(prompts, answers),
                                plain.predict_proba(prompts, answers) * expected_gate, rtol=1e-4, atol=1e-6)
+
+
+def test_train_judge_skips_only_when_every_setting_matches(tmp_path, monkeypatch, capsys):
+    from safepref.reward.embedders import HashingEmbedder
+
+    monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sj, "_EMBEDDER", HashingEmbedder(dim=64))
+    real_train, caps = sj.train_safety_judge, []
+
+    def tiny_train(config, evaluate=True, items=None):
+        caps.append(config.max_rows_per_set)
+        model = real_train(config, evaluate=False, items=_tiny_items())
+        model.meta["validation"] = {}
+        return model
+
+    monkeypatch.setattr(sj, "train_safety_judge", tiny_train)
+    assert main(["eval", "train-judge"]) == 0 and caps == [1500]
+    assert main(["eval", "train-judge"]) == 0 and caps == [1500]  # same settings: kept
+    assert "already trained" in capsys.readouterr().out
+    assert main(["eval", "train-judge", "--max-rows-per-set", "100"]) == 0 and caps == [1500, 100]

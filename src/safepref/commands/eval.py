@@ -17,6 +17,7 @@ Each sub-command has its own --help.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -187,8 +188,10 @@ def _run_train_judge(args: argparse.Namespace) -> int:
     check_replaceable(folder, "judge.json", "trained safety judge")  # before minutes of training
     config = sj.SafetyJudgeConfig(recipe=args.recipe or sj.DEFAULT_RECIPE, **capped)
     if not args.force and args.out is None and (folder / "judge.json").exists():
-        model = sj.load_default_judge(train_if_missing=False)
-        if model.meta.get("version") == sj.JUDGE_VERSION and model.recipe == config.recipe:
+        model = sj.SafetyJudgeModel.load(folder)  # this folder's, not the shipped judge
+        # every setting, not only version and recipe: a changed --max-rows-per-set or --gptfuzz-share retrains
+        same = model.meta.get("config") == json.loads(json.dumps(dataclasses.asdict(config)))
+        if model.meta.get("version") == sj.JUDGE_VERSION and same:
             print(f"already trained ({folder}); --force retrains")
             return 0
     model = sj.train_safety_judge(config)
