@@ -194,3 +194,21 @@ def test_a_stage_out_of_memory_is_recorded_with_its_fix_and_the_rehearsal_goes_o
     variants = _variants(results, measured)
     assert [(v["variant"], v["status"], v.get("fix")) for v in variants] == [
         ("as configured", "oom", "LoRA (measured: fits)"), ("LoRA", "ok", None)]
+
+
+def test_a_dpo_stage_that_failed_after_training_keeps_its_rate(tmp_path):
+    from safepref.rehearse import training_from_metrics
+    from safepref.rehearse_estimate import _measure_row
+
+    (tmp_path / "run.json").write_text(json.dumps({"world_size": 1, "config": {
+        "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}}))
+    rows = [{"step": 1, "elapsed_s": 30.0, "loss": 0.69}, {"step": 2, "elapsed_s": 40.0, "loss": 0.6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recovered = training_from_metrics(tmp_path)
+    assert recovered["training"] == {"steps": 2, "global_batch": 16, "train_seconds": 40.0}
+    assert recovered["pairs"] == {"trained": 32}
+    record = {"stage": "train@full/original", "status": "error", "error": "No space left on device",
+              "wall_s": 100.0, "load_s": 20.0, "summary": recovered}
+    row = _measure_row("train@full/original", record, {}, 16)
+    assert row["status"] == "error" and row["rate"] == 0.8 and row["work_s"] == 40.0  # 32 pairs in 40 s
+    assert training_from_metrics(tmp_path / "missing") is None

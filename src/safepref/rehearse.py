@@ -329,6 +329,10 @@ def measure(stage: Stage, ctx: StageContext) -> dict[str, Any]:
         # a stage command reports its own error on stderr ("safepref build: error: ..."): that line says why
         said = [line for line in tail.lines if ": error: " in line]
         record.update(status="error", error=said[-1][:400] if said else _one_line(exc))
+    if record["status"] != "ok" and stage.name.startswith("train"):
+        recovered = training_from_metrics(ctx.out_dir)
+        if recovered:
+            record["summary"] = recovered
     record["wall_s"] = round(time.time() - started, 2)
     record["load_s"] = round(sum(random_models.BUILD_SECONDS[builds:]), 2)
     gpu = _gpu()
@@ -339,6 +343,25 @@ def measure(stage: Stage, ctx: StageContext) -> dict[str, Any]:
     if gpu is not None:  # memory a stage left behind would shrink the next one's room: make a leak visible
         record["allocated_after_gib"] = round(gpu.cuda.memory_allocated() / 2**30, 2)
     return record
+
+
+def training_from_metrics(folder: Path) -> dict[str, Any] | None:
+    """What a DPO stage that failed after training (at its checkpoint, say) had measured, from the
+    ``metrics.jsonl`` and ``run.json`` it wrote: its steps, global batch and seconds. None when it logged no step."""
+    try:
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        run = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rows = [r for r in rows if isinstance(r, dict) and "step" in r and r.get("elapsed_s")]
+    if not rows:
+        return None
+    config = run.get("config") or {}
+    batch = (config.get("per_device_train_batch_size") or 1) * (config.get("gradient_accumulation_steps") or 1) \
+        * (run.get("world_size") or 1)
+    steps = int(rows[-1]["step"])
+    return {"training": {"steps": steps, "global_batch": batch, "train_seconds": float(rows[-1]["elapsed_s"])},
+            "pairs": {"trained": steps * batch}, "recovered_from": "metrics.jsonl: the stage failed after these steps"}
 
 
 class _Tail(io.TextIOBase):

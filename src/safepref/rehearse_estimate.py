@@ -138,6 +138,8 @@ def _measure_row(name: str, record: dict[str, Any], results: dict[str, dict[str,
     row = {k: record.get(k) for k in ("status", "wall_s", "load_s", "peak_gib", "peak_reserved_gib", "error",
                                       "reused", "folder")}
     if record["status"] != "ok":
+        if name.startswith("train") and (record.get("summary") or {}).get("recovered_from"):
+            row.update(_training(record))  # the rate of the steps it trained before it failed
         return row
     if name.startswith("generate/"):
         row.update(_generation(record))
