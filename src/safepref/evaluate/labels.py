@@ -38,11 +38,13 @@ _NEGATIVE = {"harm": {"0", "false", "no", "unharmful", "harmless", "safe", "beni
              "refusal": {"0", "false", "no", "compliance", "complied", "full_compliance", "comply", "n"}}
 LABEL_KINDS = tuple(_POSITIVE)
 
-# Column names tried in order when the user names none (the first present wins).
+# Column names tried in order when the user names none (the first present wins). The request a judge reads is
+# the plain harmful request: jailbreak artifacts (JailbreakBench: goal, prompt = the attack's wrapped text) and
+# HarmBench (behavior) carry it beside the attack's prompt, so goal and behavior come before prompt.
 _ALIASES = {
-    "prompt": ("prompt", "question", "goal", "behavior", "request", "instruction", "query"),
+    "prompt": ("goal", "behavior", "Behavior", "prompt", "question", "request", "instruction", "query"),
     "response": ("response", "Response", "answer", "completion", "generation", "output"),
-    "label": ("label", "harmful", "is_harmful", "human_label", "refusal", "is_refusal"),
+    "label": ("label", "harmful", "is_harmful", "human_label", "jailbroken", "refusal", "is_refusal"),
     "category": ("category", "SemanticCategory", "type", "risk_area"),
 }
 
