@@ -212,3 +212,14 @@ def test_a_dpo_stage_that_failed_after_training_keeps_its_rate(tmp_path):
     row = _measure_row("train@full/original", record, {}, 16)
     assert row["status"] == "error" and row["rate"] == 0.8 and row["work_s"] == 40.0  # 32 pairs in 40 s
     assert training_from_metrics(tmp_path / "missing") is None
+
+
+def test_a_resumed_dpo_stage_counts_only_the_steps_of_this_run(tmp_path):
+    from safepref.rehearse import training_from_metrics
+
+    (tmp_path / "run.json").write_text(json.dumps({"world_size": 2, "config": {"per_device_train_batch_size": 4}}))
+    rows = [{"step": 5, "loss": 0.7}, {"step": 6, "elapsed_s": 10.0}, {"step": 8, "elapsed_s": 25.0}]  # resumed at 5
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_from_metrics(tmp_path) == {
+        "training": {"steps": 3, "global_batch": 8, "train_seconds": 25.0}, "pairs": {"trained": 24},
+        "recovered_from": "metrics.jsonl: the stage failed after these steps"}

@@ -47,9 +47,9 @@ from typing import Any
 
 from safepref import config as cfg
 from safepref import random_models
-from safepref.errors import ConfigError, SafeprefError
+from safepref.errors import ConfigError, DataError, SafeprefError
 from safepref.graph import Stage, StageContext, order
-from safepref.records import write_json
+from safepref.records import iter_jsonl, read_json, write_json
 
 BUDGET_ENV = "SAFEPREF_REHEARSE_BUDGET_S"
 SHARED_ENV = "SAFEPREF_REHEARSE_STAGES"  # a stage folder shared by several rehearsals (default: <out>/)
@@ -347,20 +347,23 @@ def measure(stage: Stage, ctx: StageContext) -> dict[str, Any]:
 
 def training_from_metrics(folder: Path) -> dict[str, Any] | None:
     """What a DPO stage that failed after training (at its checkpoint, say) had measured, from the
-    ``metrics.jsonl`` and ``run.json`` it wrote: its steps, global batch and seconds. None when it logged no step."""
+    ``metrics.jsonl`` and ``run.json`` it wrote: its steps this run, global batch and seconds. None when it logged
+    no step of this run."""
     try:
-        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        run = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
+        rows = [row for _, row in iter_jsonl(folder / "metrics.jsonl")]
+        run = read_json(folder / "run.json")
+    except DataError:
         return None
-    rows = [r for r in rows if isinstance(r, dict) and "step" in r and r.get("elapsed_s")]
-    if not rows:
+    # rows restored from a checkpoint carry no elapsed_s (MetricsWriter): the steps before this run
+    timed = [r for r in rows if "step" in r and r.get("elapsed_s")]
+    if not timed:
         return None
+    start = max((int(r["step"]) for r in rows if "step" in r and not r.get("elapsed_s")), default=0)
     config = run.get("config") or {}
     batch = (config.get("per_device_train_batch_size") or 1) * (config.get("gradient_accumulation_steps") or 1) \
         * (run.get("world_size") or 1)
-    steps = int(rows[-1]["step"])
-    return {"training": {"steps": steps, "global_batch": batch, "train_seconds": float(rows[-1]["elapsed_s"])},
+    steps = int(timed[-1]["step"]) - start
+    return {"training": {"steps": steps, "global_batch": batch, "train_seconds": float(timed[-1]["elapsed_s"])},
             "pairs": {"trained": steps * batch}, "recovered_from": "metrics.jsonl: the stage failed after these steps"}
 
 
