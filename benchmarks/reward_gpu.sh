@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fine-tuned reward model on one GPU, end to end: train it from nothing, evaluate it on the held-out
 # PKU-SafeRLHF prompts, hh-rlhf harmless and the study's PKU test pairs (with the length and refusal baselines),
-# time `rm score` on 5 answers x 1,000 prompts, then (with VARIANT=1, time permitting; about 2.5 min more) a
-# variant that also trains on the hh-rlhf harmless prompts of its training split. Measured: about 3 min in all. Results: $OUT/rm_results.tgz (eval JSONs, per-pair JSONL,
+# time `rm score` on 5 answers x 1,000 prompts, then (with VARIANT=1, time permitting; about 2.5 min more) the
+# preset's earlier recipe (recipe 1: no hh-rlhf harmless prompts in training) for a paired comparison. Measured: about 3 min in all. Results: $OUT/rm_results.tgz (eval JSONs, per-pair JSONL,
 # the artifacts' safepref_rm.json) and $OUT/log.txt. Run through scripts/gpu_exec.sh after carrying the bundle:
 #   bash scripts/gpu_exec.sh bash benchmarks/reward_gpu.sh
 set -uo pipefail
@@ -42,12 +42,12 @@ pack
 
 # VARIANT_BY: the variant starts only this many seconds in (default 200; more when the GPU is shared).
 if [ "${VARIANT:-0}" = 1 ] && [ "$(elapsed)" -lt "${VARIANT_BY:-200}" ]; then
-  echo "== variant: + hh-harmless training-split prompts at $(elapsed) s"
-  python3 -m safepref rm train --kind finetuned --preset smollm2 --device cuda --out "$W/smolhh" --name safety-smollm2-hh \
-    --set 'pairs=["pku-realign", "pku-paper", "hh-harmless"]' --set 'exclude=[]' \
-    && cp "$W/smolhh/safepref_rm.json" "$R/smolhh.safepref_rm.json" \
+  echo "== variant: recipe 1 (no hh-harmless training prompts) at $(elapsed) s"
+  python3 -m safepref rm train --kind finetuned --preset smollm2 --device cuda --out "$W/smol1" --name safety-smollm2-r1 \
+    --set 'pairs=["pku-realign", "pku-paper"]' --set 'exclude=["hh-harmless"]' \
+    && cp "$W/smol1/safepref_rm.json" "$R/smol1.safepref_rm.json" \
     && for ds in hh-harmless pku-realign; do
-         python3 -m safepref rm eval --rm "hf:$W/smolhh" --pairs "$ds" --device cuda --out "$R/smolhh-$ds.json"
+         python3 -m safepref rm eval --rm "hf:$W/smol1" --pairs "$ds" --device cuda --out "$R/smol1-$ds.json"
        done
   pack
 else

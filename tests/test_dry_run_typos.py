@@ -72,3 +72,32 @@ def test_reward_training_fields_reach_rm_train_as_set():
     assert (call.limit, call.pairs, call.set, call.seed, call.overwrite) == (300, ["a.jsonl"], ["dropout=0.2"], 1, True)
     assert call.argv() == ["rm", "train", "--name", "n", "--out", "o", "--overwrite", "--seed", "1",
                            "--set", "dropout=0.2", "--limit", "300", "--pairs", "a.jsonl"]
+
+
+def test_finetuned_rm_stage_key_holds_the_recipe_version(tmp_path, monkeypatch):
+    # a changed preset recipe (RECIPE_VERSION) must retrain rm/train, not reuse the earlier stage's model;
+    # the head kind's key is left as it was (cached runs of it stay valid); the cache key hashes this config
+    from safepref.pipeline import build_stages, load_experiment
+    from safepref.reward import finetuned
+
+    def rm_stage(recipe: int, kind: str):
+        monkeypatch.setattr(finetuned, "RECIPE_VERSION", recipe)
+        exp = load_experiment(ROOT / "configs" / "quickstart.yaml",
+                              [f"reward_training={{kind: {kind}}}", "reward_model=offline:safety-smollm2"])
+        return next(s for s in build_stages(exp, tmp_path) if s.name == "rm/train")
+
+    assert rm_stage(2, "finetuned").config["recipe_version"] == 2
+    assert rm_stage(2, "finetuned").config != rm_stage(3, "finetuned").config
+    assert "recipe_version" not in rm_stage(2, "head").config
+
+
+def test_smollm2_preset_trains_on_hh_training_prompts():
+    # the GPU preset adds hh-rlhf harmless as a pair source and excludes nothing, so `rm eval` on hh-harmless
+    # scores its held-out prompts only; the CPU preset keeps hh-rlhf out of training
+    from safepref.reward.finetuned import FinetunedRMConfig, pick_preset
+
+    smol = pick_preset("smollm2", "cpu")
+    assert (smol["pairs"], smol["exclude"]) == (["pku-realign", "pku-paper", "hh-harmless"], [])
+    cpu = {k: v for k, v in pick_preset("minilm-cpu", "cpu").items() if k != "preset"}
+    assert (FinetunedRMConfig(**cpu).pairs, FinetunedRMConfig(**cpu).exclude) == (["pku-realign", "pku-paper"],
+                                                                                 ["hh-harmless"])

@@ -378,11 +378,8 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
 
     rm_stage = None
     if exp.reward_model.startswith("offline:") and exp.reward_training is not None:
-        rm_stage = "rm/train"
-        settings = {"name": exp.reward_model.split(":", 1)[1], "options": exp.reward_training, "seed": base_seed}
-        stages.append(Stage(rm_stage, _calls_stage(lambda ctx, s=settings: [(
-            st.train_rm, st.RMTrainCall.from_options(s["name"], str(ctx.out_dir), s["seed"], s["options"]))]),
-            settings, [], description="train the offline safety reward model"))
+        stages.append(_rm_train_stage(exp, base_seed))
+        rm_stage = stages[-1].name
     for condition in trained:
         stages.append(_build_stage(exp, condition, answer_spec, rm_stage))
     if exp.audit is not None and trained:
@@ -399,6 +396,19 @@ def build_stages(exp: ExperimentConfig, run_dir: Path) -> list[Stage]:
                         [s.name for s in stages if s.name.startswith(("eval/", "train/", "build/", "audit"))],
                         description="report.md, figures, summary.json"))
     return stages
+
+
+def _rm_train_stage(exp: ExperimentConfig, seed: int) -> Stage:
+    """rm/train: `safepref rm train` with the experiment's ``reward_training`` options, into the stage folder."""
+    options = exp.reward_training or {}
+    settings = {"name": exp.reward_model.split(":", 1)[1], "options": options, "seed": seed}
+    if options.get("kind") == "finetuned":  # a changed preset recipe retrains
+        from safepref.reward.finetuned import RECIPE_VERSION
+
+        settings["recipe_version"] = RECIPE_VERSION
+    return Stage("rm/train", _calls_stage(lambda ctx, s=settings: [(
+        st.train_rm, st.RMTrainCall.from_options(s["name"], str(ctx.out_dir), s["seed"], s["options"]))]),
+        settings, [], description="train the offline safety reward model")
 
 
 def _answer_stage(name: str, source: AnswerSource, device: str) -> Stage:

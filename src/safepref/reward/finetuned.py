@@ -41,12 +41,18 @@ from safepref.reward.labels import label_pairs
 from safepref.reward.offline import FINETUNED_MARKER
 
 FORMAT = "safepref-finetuned-rm"
+# Bumped when a preset's recipe changes, so a pipeline's rm/train stage made with the earlier recipe is not
+# reused (its cache key holds this). 2: the smollm2 preset trains on hh-rlhf harmless' training split too.
+RECIPE_VERSION = 2
 MINILM_BACKBONE = "all-MiniLM-L6-v2"
 
 # Named starting points; any field can still be set. ``smollm2`` is the GPU recipe (minutes on one GPU),
-# ``minilm-cpu`` a smaller one that trains on two CPU cores in about ten minutes.
+# ``minilm-cpu`` a smaller one that trains on two CPU cores in about ten minutes. ``smollm2`` also trains on the
+# training-split prompts of hh-rlhf harmless (so `rm eval` scores hh-rlhf on its held-out prompts only): measured
+# better on both held-out sets than without them (README, paired McNemar on pairs both held out).
 PRESETS: dict[str, dict[str, Any]] = {
-    "smollm2": {"name": "safety-smollm2", "backbone": "smollm2-135m-instruct"},
+    "smollm2": {"name": "safety-smollm2", "backbone": "smollm2-135m-instruct",
+                "pairs": ["pku-realign", "pku-paper", "hh-harmless"], "exclude": []},
     "minilm-cpu": {"name": "safety-minilm-ft", "backbone": MINILM_BACKBONE, "limit": 600, "max_length": 256,
                    "batch_size": 16, "lr": 2e-4, "epochs": 2.0, "eval_every": 0.5},
 }
@@ -247,7 +253,7 @@ def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto
         timings["train"] = time.perf_counter() - tick
         model = trainer.model.eval()
         history = [h for h in trainer.state.log_history if "eval_loss" in h or "loss" in h]
-        meta = {"format": FORMAT, "name": config.name, "input_format": input_format, **report,
+        meta = {"format": FORMAT, "recipe_version": RECIPE_VERSION, "name": config.name, "input_format": input_format, **report,
                 "sizes": {k: len(v) for k, v in splits.items()}, "steps": trainer.state.global_step,
                 "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name, "history": history,
                 "device": device, "command": provenance.command(command),
