@@ -442,3 +442,31 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
         _precision(DPOTrainConfig(precision="bf16"))
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         _precision(DPOTrainConfig(precision="fp16"))
+
+
+def test_reference_cache_scores_each_sequence_once_and_equals_trl(tmp_path, pairs_file, tiny_model_dir,
+                                                                  monkeypatch):
+    # 12 kept pairs (2 are too long): every prompt differs, so 24 distinct sequences. The first run scores all
+    # 24, a second run (another seed: another LoRA init, the same reference) scores none, and a set that shares
+    # the chosen answers but has new rejected ones scores only those 12. Losses equal TRL's own pass.
+    monkeypatch.setenv("SAFEPREF_CACHE", str(tmp_path / "cache"))  # not the session's: other tests fill it
+
+    def run(name: str, path: Path, cache: bool, seed: int = 0) -> tuple[dict, list[float]]:
+        config = tiny_config(finetune="lora", max_steps=3, precompute_ref_log_probs=True, ref_cache=cache,
+                             seed=seed, monitor={"probe_pairs": 0})
+        summary = train_dpo(str(path), str(tiny_model_dir), config, tmp_path / name)
+        rows = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return summary["training"]["reference_cache"], [json.loads(r)["loss"] for r in rows]
+
+    plain_report, plain = run("plain", pairs_file, cache=False)
+    first_report, first = run("first", pairs_file, cache=True)
+    again_report, _ = run("again", pairs_file, cache=True, seed=1)
+    assert plain_report is None
+    assert (first_report["sequences"], first_report["scored"]) == (24, 24)
+    assert (again_report["sequences"], again_report["scored"]) == (24, 0)
+    assert first == pytest.approx(plain, abs=1e-5)
+
+    other = tmp_path / "other.jsonl"
+    write_jsonl(other, [_pair(i, rejected=COMPLIANCE * (1 + i % 3) + " Then rest.") for i in range(12)])
+    other_report, _ = run("other", other, cache=True)
+    assert (other_report["sequences"], other_report["scored"]) == (24, 12)

@@ -216,7 +216,8 @@ def _make_trainer(location: str, config: DPOTrainConfig, run: _Run, args: Any, d
     if config.finetune == "full" and not config.precompute_ref_log_probs:
         ref_model = _load_causal_lm(location, run.model_dtype, config.trust_remote_code)
     writer = mon.MetricsWriter(out / "metrics.jsonl")
-    trainer = _trainer_class(config.group_by_length)(
+    ref_cache = config.ref_cache and config.precompute_ref_log_probs
+    trainer = _trainer_class(config.group_by_length, ref_cache)(
         model=policy, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=_peft_config(config), callbacks=[writer, *(callbacks or [])])
     return trainer, writer
@@ -255,6 +256,8 @@ def _training_summary(trainer: Any, writer: Any, result: Any, config: DPOTrainCo
         "pairs_per_second": _pairs_per_second(writer, run.global_batch, n_pairs, config),
         "pairs_per_second_steady": _steady_rate(writer.rows, run.global_batch),
         "train_loss": result.training_loss,
+        # reference sequences of this run and how many were scored (the rest came from the cache)
+        "reference_cache": getattr(trainer, "ref_cache_report", None),
     }
 
 

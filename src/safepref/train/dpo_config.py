@@ -25,7 +25,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 PAPER_LEARNING_RATE = {"full": 5e-7, "lora": 5e-6}
 # Fields that change how a run is saved or logged, not what it learns: a resume may change them.
 NON_IDENTITY_FIELDS = ("logging_steps", "save_steps", "save_total_limit", "keep_checkpoints",
-                       "dataloader_num_workers", "report_to", "precompute_ref_batch_size", "monitor")
+                       "dataloader_num_workers", "report_to", "precompute_ref_batch_size", "ref_cache", "monitor")
 
 
 @dataclass
@@ -90,6 +90,9 @@ class DPOTrainConfig:
                                                        "no reference forward in each step (LoRA too) and, for "
                                                        "full fine-tuning, no reference copy in memory")
     precompute_ref_batch_size: int | None = field(None, help="batch for that pass (None = training batch)")
+    ref_cache: bool = field(True, help="with precompute_ref_log_probs: keep each (prompt, answer)'s reference "
+                                       "score in $SAFEPREF_CACHE/ref-logps/ and score only new ones (conditions "
+                                       "and seeds of a study share most answers)")
     group_by_length: bool = field(True, help="batch pairs of similar token length together (transformers' "
                                              "LengthGroupedSampler): less padding, the same pairs each epoch "
                                              "in another order; false = TRL's random order")

@@ -82,9 +82,10 @@ def pair_lengths(dataset: Any) -> list[int]:
     return [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
 
 
-def _trainer_class(group_by_length: bool = False) -> type:
-    """TRL's DPOTrainer plus the answers' token lengths per batch (``length/*`` in the logs) and, with
-    ``group_by_length``, batches of pairs of similar length (transformers' LengthGroupedSampler)."""
+def _trainer_class(group_by_length: bool = False, ref_cache: bool = False) -> type:
+    """TRL's DPOTrainer plus the answers' token lengths per batch (``length/*`` in the logs), with
+    ``group_by_length`` batches of pairs of similar length (transformers' LengthGroupedSampler), and with
+    ``ref_cache`` reference log-probs kept per sequence across runs (``ref_cache.py``)."""
     from trl import DPOTrainer
 
     class MonitoredDPOTrainer(DPOTrainer):
@@ -103,6 +104,18 @@ def _trainer_class(group_by_length: bool = False) -> type:
                                         lengths=pair_lengths(dataset), generator=generator)
 
         def _precompute_ref_logps(self, dataset, name, batch_size):  # noqa: ANN001, ANN202
+            from safepref.paths import cache_dir
+            from safepref.train import ref_cache as rc
+
+            if not ref_cache or not rc.usable(self, dataset):
+                return self._sorted_ref_logps(dataset, name, batch_size)
+            folder = cache_dir("ref-logps", rc.reference_key(self))
+            out, scored = rc.precompute(self, dataset, lambda d: self._sorted_ref_logps(d, name, batch_size),
+                                        folder)
+            self.ref_cache_report = {"sequences": 2 * len(dataset), "scored": scored, "folder": str(folder)}
+            return out
+
+        def _sorted_ref_logps(self, dataset, name, batch_size):  # noqa: ANN001, ANN202
             # TRL scores the reference in dataset order, each batch padded to its longest pair; in length order
             # the same pass pads almost nothing. The scores are put back in the dataset's own order.
             columns = getattr(dataset, "column_names", None) or []
