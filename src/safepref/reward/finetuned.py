@@ -253,7 +253,8 @@ def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto
         timings["train"] = time.perf_counter() - tick
         model = trainer.model.eval()
         history = [h for h in trainer.state.log_history if "eval_loss" in h or "loss" in h]
-        meta = {"format": FORMAT, "recipe_version": RECIPE_VERSION, "name": config.name, "input_format": input_format, **report,
+        meta = {"format": FORMAT, "recipe_version": RECIPE_VERSION, "name": config.name, "input_format": input_format,
+                **report,
                 "sizes": {k: len(v) for k, v in splits.items()}, "steps": trainer.state.global_step,
                 "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name, "history": history,
                 "device": device, "command": provenance.command(command),

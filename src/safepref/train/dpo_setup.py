@@ -110,8 +110,7 @@ def _trainer_class(group_by_length: bool = False, ref_cache: bool = False) -> ty
             if not ref_cache or not rc.usable(self, dataset):
                 return self._sorted_ref_logps(dataset, name, batch_size)
             folder = cache_dir("ref-logps", rc.reference_key(self))
-            out, scored = rc.precompute(self, dataset, lambda d: self._sorted_ref_logps(d, name, batch_size),
-                                        folder)
+            out, scored = rc.precompute(self, dataset, batch_size, folder)
             self.ref_cache_report = {"sequences": 2 * len(dataset), "scored": scored, "folder": str(folder)}
             return out
 

@@ -5,10 +5,10 @@ answers (the target's greedy answer is the rejected side of HC+Self, GPT-4o+Self
 trains on the same pairs). TRL scores the reference pair by pair, once per run. Here each (prompt, answer)
 sequence is scored once and kept in ``$SAFEPREF_CACHE/ref-logps/<key>/``, where the key hashes the reference
 weights (the LoRA adapter left out: it is off for the reference), their dtypes, the autocast precision, the
-device type and the torch/TRL versions. A run scores only the sequences not yet there, two of them a row of
-TRL's own pass (the two answers of a row share its prompt), and reads the others back.
+device type, TRL's truncation settings and the torch/TRL versions. A run scores only the sequences not yet there
+(through TRL's collator and reference pass, one sequence a row) and reads the others back.
 
-On the quickstart's 7 sets 85 of the 168 sequences are distinct (measured 2026-12-07): the pass halves.
+On the quickstart's 7 sets 85 of the 168 sequences are distinct (counted 2026-12-07).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ def sequence_key(prompt_ids: list[int], completion_ids: list[int]) -> str:
 
 def reference_key(trainer: Any) -> str:
     """Hash of what the reference scores depend on: its weights (adapter excluded), dtypes, precision, device,
-    versions. LoRA and full runs of one base in one dtype share it (the names are normalised)."""
+    versions, TRL's truncation settings. LoRA and full runs of one base in one dtype share it (the names are
+    normalised)."""
     import torch
     import trl
 
@@ -42,7 +42,8 @@ def reference_key(trainer: Any) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT, "bf16": bool(trainer.args.bf16), "fp16": bool(trainer.args.fp16),
                          "device": trainer.accelerator.device.type, "torch": torch.__version__,
-                         "trl": trl.__version__}).encode())
+                         "trl": trl.__version__, "max_length": getattr(trainer.args, "max_length", None),
+                         "truncation": getattr(trainer.args, "truncation_mode", None)}).encode())
     for name, tensor in sorted(_base_state(model).items()):
         h.update(name.encode() + str(tensor.dtype).encode())
         data = tensor.detach().cpu()
@@ -62,12 +63,14 @@ def _base_state(model: Any) -> dict[str, Any]:
 
 
 def usable(trainer: Any, dataset: Any) -> bool:
-    """Sequences are scored one by one only where that equals TRL's pair pass: one process, no LD-DPO (which
-    mixes the two answers' lengths), no PEFT adapters other than LoRA's, and text-only rows."""
+    """Sequences are scored one by one only where that equals TRL's pair pass: one process (no DeepSpeed, no
+    FSDP), no LD-DPO (which mixes the two answers' lengths), no PEFT adapters other than LoRA's, text-only rows."""
     columns = set(getattr(dataset, "column_names", None) or [])
     if not set(ID_COLUMNS) <= columns or columns - set(ID_COLUMNS) - set(TEXT_COLUMNS):
         return False
     if trainer.accelerator.num_processes != 1 or getattr(trainer, "ld_alpha", None) is not None:
+        return False
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         return False
     model = trainer.accelerator.unwrap_model(trainer.model)
     return not any("modules_to_save" in n or "prompt_encoder" in n for n in model.state_dict())
@@ -95,10 +98,10 @@ def save(folder: Path, scores: dict[str, float]) -> None:
     os.replace(tmp, folder / f"{uuid.uuid4().hex}.json")
 
 
-def precompute(trainer: Any, dataset: Any, score_pairs: Callable[[Any], Any], folder: Path) -> tuple[Any, int]:
+def precompute(trainer: Any, dataset: Any, batch_size: int, folder: Path) -> tuple[Any, int]:
     """``dataset`` with TRL's ``ref_chosen_logps`` / ``ref_rejected_logps`` columns, scoring only sequences
-    not in ``folder``; ``score_pairs`` is TRL's pass over a dataset of pairs. Returns (dataset, scored)."""
-    from datasets import Dataset, Value
+    not in ``folder`` (``batch_size`` pairs' worth at a time). Returns (dataset, sequences scored)."""
+    from datasets import Value
 
     scores = load(folder)
     prompts, chosen, rejected = (dataset[c] for c in ID_COLUMNS)
@@ -108,29 +111,32 @@ def precompute(trainer: Any, dataset: Any, score_pairs: Callable[[Any], Any], fo
         for key, completion in ((kc, c), (kr, r)):
             if key not in scores:
                 missing.setdefault(key, (p, completion))
-    new = _score(missing, score_pairs, Dataset) if missing else {}
+    new = score_sequences(trainer, missing, 2 * batch_size)
     save(folder, new)
     scores.update(new)
     out = dataset.add_column("ref_chosen_logps", [scores[kc] for kc, _ in keys], feature=Value("float32"))
     return out.add_column("ref_rejected_logps", [scores[kr] for _, kr in keys], feature=Value("float32")), len(new)
 
 
-def _score(missing: dict[str, tuple[list[int], list[int]]], score_pairs: Callable[[Any], Any],
-           dataset_class: Any) -> dict[str, float]:
-    """Scores of the missing sequences: those of one prompt paired up as the two answers of a row (an odd one
-    out is its own pair), through TRL's own pass."""
-    by_prompt: dict[str, list[str]] = {}
-    for key, (prompt, _) in missing.items():
-        by_prompt.setdefault(json.dumps(prompt), []).append(key)
-    rows: list[tuple[str, str]] = []
-    for group in by_prompt.values():
-        rows += [(group[i], group[min(i + 1, len(group) - 1)]) for i in range(0, len(group), 2)]
-    pseudo = dataset_class.from_dict({
-        "prompt_ids": [missing[a][0] for a, _ in rows],
-        "chosen_ids": [missing[a][1] for a, _ in rows],
-        "rejected_ids": [missing[b][1] for _, b in rows]})
-    scored = score_pairs(pseudo)
+def score_sequences(trainer: Any, sequences: dict[str, tuple[list[int], list[int]]],
+                    batch_size: int) -> dict[str, float]:
+    """Reference log-prob of each (prompt ids, completion ids), longest first, ``batch_size`` sequences a batch,
+    through TRL's own collator and ``compute_ref_log_probs`` (adapter off, no grad, autocast): each sequence is
+    collated as the chosen side of a row whose rejected side repeats it, and only the chosen rows are scored."""
+    import torch
+    from tqdm.auto import tqdm
+
+    order = sorted(sequences, key=lambda k: len(sequences[k][0]) + len(sequences[k][1]), reverse=True)
+    model = trainer.ref_model or trainer.model
+    device = trainer.accelerator.device
     new: dict[str, float] = {}
-    for (a, b), ref_a, ref_b in zip(rows, scored["ref_chosen_logps"], scored["ref_rejected_logps"], strict=True):
-        new[a], new[b] = float(ref_a), float(ref_b)
+    for start in tqdm(range(0, len(order), batch_size), desc="reference log-probs (new sequences)",
+                      disable=not order):
+        chunk = order[start:start + batch_size]
+        rows = [{"prompt_ids": sequences[k][0], "chosen_ids": sequences[k][1], "rejected_ids": sequences[k][1]}
+                for k in chunk]
+        batch = trainer.data_collator(rows)
+        batch = {name: value[:len(chunk)].to(device) for name, value in batch.items()}  # the chosen rows
+        logps = torch.cat(trainer.compute_ref_log_probs(model, batch)).float().cpu().tolist()
+        new.update(zip(chunk, logps, strict=True))
     return new
