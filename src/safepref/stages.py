@@ -282,7 +282,8 @@ def _train_finetuned_rm(call: RMTrainCall, command: str) -> dict[str, Any]:
     config = load_config(FinetunedRMConfig, call.config,
                          _rm_overrides(call, ("name", "backbone", "pairs", "labels", "limit", "seed")), base=base)
     print(f"preset {preset}: backbone {config.backbone}, {config.epochs:g} epochs, lr {config.lr:g}, "
-          f"batch {config.batch_size}, limit {config.limit}")
+          f"batch {config.batch_size}, limit {config.limit}; pairs {', '.join(config.pairs)}; never trained on: "
+          f"{', '.join(config.exclude) or 'no source'}")
     return train_finetuned_rm(config, rm_folder(call, config.name), device=call.device, command=command,
                               overwrite=call.overwrite)
 
