@@ -470,3 +470,17 @@ def test_reference_cache_scores_each_sequence_once_and_equals_trl(tmp_path, pair
     write_jsonl(other, [_pair(i, rejected=COMPLIANCE * (1 + i % 3) + " Then rest.") for i in range(12)])
     other_report, _ = run("other", other, cache=True)
     assert (other_report["sequences"], other_report["scored"]) == (24, 12)
+
+
+def test_reference_cache_shards_merge_and_a_damaged_one_is_skipped(tmp_path):
+    # each run adds one shard; a shard cut off mid-write (another run's, or a crash before the rename) is not
+    # read, so its sequences are scored again instead of failing the run
+    from safepref.train import ref_cache as rc
+
+    rc.save(tmp_path, {"a": -1.5})
+    rc.save(tmp_path, {"b": -2.25})
+    rc.save(tmp_path, {})  # nothing new: no shard
+    (tmp_path / "cut.json").write_text('{"c": -3.')
+    assert rc.load(tmp_path) == {"a": -1.5, "b": -2.25}
+    assert len(list(tmp_path.glob("*.json"))) == 3 and not list(tmp_path.glob(".*.tmp"))
+    assert rc.sequence_key([1, 2], [3]) != rc.sequence_key([1], [2, 3])  # the prompt/answer boundary counts
