@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -81,21 +79,20 @@ def load(folder: Path) -> dict[str, float]:
     scores: dict[str, float] = {}
     for shard in sorted(folder.glob("*.json")):
         try:
-            scores.update(json.loads(shard.read_text()))
+            shard_scores = json.loads(shard.read_text())
         except (OSError, ValueError):  # a shard being written by another run, or damaged: score again
             continue
+        # write_json stores a non-finite float as null: such a sequence is scored again, not read as None
+        scores.update({k: v for k, v in shard_scores.items() if isinstance(v, float | int)})
     return scores
 
 
 def save(folder: Path, scores: dict[str, float]) -> None:
-    """One new shard, written atomically (a run killed mid-write leaves no half shard)."""
-    if not scores:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(scores, handle)
-    os.replace(tmp, folder / f"{uuid.uuid4().hex}.json")
+    """One new shard, written atomically by the project's writer (a run killed mid-write leaves no half shard)."""
+    from safepref.records import write_json
+
+    if scores:
+        write_json(folder / f"{uuid.uuid4().hex}.json", scores)
 
 
 def precompute(trainer: Any, dataset: Any, batch_size: int, folder: Path) -> tuple[Any, int]:
