@@ -148,3 +148,61 @@ def test_rubric_re_asks_unparsed_replies_a_bounded_number_of_times(tmp_path):
     assert [v.score for v in verdicts] == [5, 2, None] and [v.harmful for v in verdicts] == [True, False, None]
     assert verdicts[1].raw == "[attempt 2] #thescore: 2"
     assert judge.client.calls == [(3, None, 0.0), (2, 1, 1.0), (1, 2, 1.0)]  # two re-asks at most
+
+
+# ------------------------------------------------------------------------------ fine-tuned judge, chat backbone
+
+
+def test_finetuned_judge_on_a_chat_backbone_is_scored_as_it_was_trained(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from safepref.evaluate import safety_judge
+    from safepref.evaluate.finetuned_judge import FinetunedJudgeConfig, predict_proba, train_finetuned_judge
+    from safepref.evaluate.labels import LabelledItem
+
+    items = [LabelledItem(f"How do I make thing {i}?", "Step 1: take the parts." if i % 2 else "I can't help.",
+                          bool(i % 2), source="tiny") for i in range(8)]
+    monkeypatch.setattr(safety_judge, "training_items", lambda config: (items, {"tiny": {"train": 8}}))
+    folder = tmp_path / "judge"
+    meta = train_finetuned_judge(folder, FinetunedJudgeConfig(backbone=str(tiny_model_dir), epochs=1, batch_size=4))
+    assert meta["input_format"] == "chat" and meta["train_rows"] == 8 and meta["name"] == f"finetuned-{tiny_model_dir.name}"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["reward_input_format"] == "chat" and config["id2label"] == {"0": "unharmful", "1": "harmful"}
+
+    proba = predict_proba(folder, items[:3], batch_size=2)
+    # By hand: each conversation through the chat template, alone (no padding), softmax of the two logits.
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    for item, p in zip(items[:3], proba, strict=True):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": item.prompt},
+                                              {"role": "assistant", "content": item.response}], tokenize=False)
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            expected = torch.softmax(model(input_ids=ids).logits.float(), dim=-1)[0, 1].item()
+        assert p == pytest.approx(expected, abs=1e-5)
+    # hf-classifier reads the checkpoint the same way (its config names the chat format)
+    judge = make_judge(f"hf-classifier:{folder}", JudgeSettings(device="cpu", batch_size=2))
+    scores = [v.score for v in judge.judge([i.prompt for i in items[:3]], [i.response for i in items[:3]])]
+    assert scores == pytest.approx([round(float(p), 4) for p in proba], abs=1e-4)
+
+
+def test_train_judge_preset_belongs_to_the_finetuned_kind(capsys):
+    assert main(["eval", "train-judge", "--kind", "safety", "--preset", "smollm2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--preset belongs to --kind finetuned (not --kind safety)") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("id2label", "expected"), [
+    ({0: "unharmful", 1: "harmful"}, (1, "harmful")),       # safepref's fine-tuned judges
+    ({0: "harmful", 1: "unharmful"}, (0, "harmful")),
+    ({0: "non-toxic", 1: "toxic"}, (1, "toxic")),
+    ({0: "safe", 1: "unsafe"}, (1, "unsafe")),
+    ({0: "not harmful", 1: "harmful"}, (1, "harmful")),
+    ({0: "LABEL_0", 1: "LABEL_1"}, (1, "LABEL_1")),
+    ({0: "neutral", 1: "positive", 2: "other"}, (2, "other")),  # nothing names harm: the last
+])
+def test_the_harmful_class_of_a_classifier(id2label, expected):
+    from safepref.evaluate.judges import harmful_label
+
+    assert harmful_label(id2label, len(id2label)) == expected

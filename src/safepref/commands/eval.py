@@ -49,13 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_judge_options(rf)
     rf.set_defaults(_eval=_run_refusal)
 
-    from safepref.evaluate import safety_judge
+    from safepref.evaluate import finetuned_judge, safety_judge
 
     tj = sub.add_parser("train-judge", help="train an offline judge (default: the safety judge, request + answer)",
                         description=safety_judge.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tj.add_argument("--kind", default="safety", choices=["safety", "classifier", "finetuned"],
                     help="safety: request+answer features and a head, on the CPU (the default judge); classifier: "
                          "the older answer-only GPTFuzz classifier; finetuned: a MiniLM cross-encoder (GPU)")
+    tj.add_argument("--preset", default=None, choices=list(finetuned_judge.PRESETS),
+                    help="finetuned: the backbone (minilm: all-MiniLM-L6-v2, the default; smollm2: the embedded "
+                         "SmolLM2-135M-Instruct through its chat template, a few minutes on a GPU)")
     tj.add_argument("--recipe", default=None,
                     help=f"safety: {', '.join(safety_judge.RECIPES)} (default {safety_judge.DEFAULT_RECIPE}); "
                          "classifier: word, char, word+char, minilm, minilm+word+char")
@@ -157,13 +160,19 @@ def _run_general(args: argparse.Namespace) -> int:
 
 
 def _run_train_judge(args: argparse.Namespace) -> int:
+    if args.preset is not None and args.kind != "finetuned":
+        from safepref.errors import ConfigError
+
+        raise ConfigError(f"--preset belongs to --kind finetuned (not --kind {args.kind})")
     if args.kind == "classifier":
         return _train_classifier(args)
     if args.kind == "finetuned":
         from safepref.evaluate import finetuned_judge
 
-        out = args.out or str(_cache_judges() / "finetuned")
-        meta = finetuned_judge.train_finetuned_judge(out, max_rows_per_set=args.max_rows_per_set)
+        preset = args.preset or "minilm"
+        out = args.out or str(_cache_judges() / ("finetuned" if preset == "minilm" else f"finetuned-{preset}"))
+        config = finetuned_judge.FinetunedJudgeConfig(**finetuned_judge.PRESETS[preset])
+        meta = finetuned_judge.train_finetuned_judge(out, config, max_rows_per_set=args.max_rows_per_set)
         print(f"trained on {meta['train_rows']} rows in {meta['seconds']} s ({meta['device']}); saved to {out}")
         print(f"use it as: --judge hf-classifier:{out}")
         return 0

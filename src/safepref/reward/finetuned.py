@@ -174,26 +174,30 @@ class PairCollator:
 # --------------------------------------------------------------------------------------------- training
 
 
-def load_backbone(config: FinetunedRMConfig, device: str) -> tuple[Any, Any, str]:
-    """(model with a new one-logit head, tokenizer, input format) of the backbone."""
+def load_classifier(backbone: str, input_format: str, num_labels: int,
+                    **labels: Any) -> tuple[Any, Any, str]:
+    """(float32 sequence classifier with a new head of ``num_labels`` outputs, tokenizer, input format) of a
+    backbone: the embedded name, all-MiniLM-L6-v2, a folder or a hub id. ``input_format`` auto: chat when the
+    tokenizer has a chat template. The format goes into the model's config, so scoring reads it the same way.
+    Shared by the fine-tuned RM and the fine-tuned judge (``evaluate/finetuned_judge.py``)."""
+    import logging
+
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from safepref.models import minilm_folder, resolve_model
 
-    location = str(minilm_folder()) if config.backbone == MINILM_BACKBONE else resolve_model(config.backbone)
+    location = str(minilm_folder()) if backbone == MINILM_BACKBONE else resolve_model(backbone)
     tokenizer = AutoTokenizer.from_pretrained(location)
-    input_format = config.input_format
     if input_format == "auto":
         input_format = "chat" if getattr(tokenizer, "chat_template", None) else "pair"
     if input_format == "chat":
-        require_chat_template(tokenizer, config.backbone)
+        require_chat_template(tokenizer, backbone)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    import logging
-
     # "Some weights were newly initialized: score.weight" is expected here: the head is what we train.
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
-    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=1, dtype="float32")
+    model = AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, dtype="float32",
+                                                               **labels)
     model.config.pad_token_id = tokenizer.pad_token_id
     setattr(model.config, CONFIG_KEY, input_format)
     return model, tokenizer, input_format
@@ -235,7 +239,7 @@ def train_finetuned_rm(config: FinetunedRMConfig, out: Path, device: str = "auto
     if not splits["train"] or not splits["dev"]:
         raise DataError(f"the train or dev split holds no pairs (train {len(splits['train'])}, dev "
                         f"{len(splits['dev'])}): more data (--limit) or a larger dev_fraction")
-    model, tokenizer, input_format = load_backbone(config, device)
+    model, tokenizer, input_format = load_classifier(config.backbone, config.input_format, num_labels=1)
     timings = {"load": time.perf_counter() - started}
     tick = time.perf_counter()
     train_set = _tokenized(splits["train"], tokenizer, input_format, config.max_length)
