@@ -9,9 +9,10 @@ cross-encoder judge trained with and without the benign answers, side by side. W
    ``benign-answers`` labelled set), also copied to $OUT.
 2. ``safepref eval refusal`` answers XSTest's 450 prompts (Alpaca template, greedy, 512 tokens; and the chat
    template) with the same model; the answers files go to $OUT as xstest-<format>.jsonl.
-3. ``finetuned_judge.train_finetuned_judge`` fine-tunes MiniLM on the judge's train split, once without the
-   benign answers (``base``) and once with them (``benign``); held-out agreement of each (and false alarms on the
-   XSTest safe answers, which neither trains on) go to $OUT/finetuned.json.
+3. ``finetuned_judge.train_finetuned_judge`` fine-tunes each variant of ``VARIANTS`` (default
+   ``minilm-base,minilm-benign``; ``<preset>-<data>``, preset ``minilm`` or ``smollm2``, data ``base`` = the
+   judge's train split without the benign answers, ``benign`` = with them); held-out agreement of each (and false
+   alarms on the XSTest safe answers, which none trains on) go to $OUT/finetuned.json.
 """
 
 from __future__ import annotations
@@ -89,6 +90,32 @@ def measure(folder: Path, sets: dict[str, list], out: Path) -> dict:
     return results
 
 
+def pairwise(folder: Path) -> dict:
+    """The judge as a reward model: on preference pairs, is the rejected answer's P(harmful) the higher one (ties
+    count a half)? PKU-SafeRLHF pairs of the judge's held-out prompts (its training never saw them), hh-rlhf
+    harmless' test pairs (no hh-rlhf prompt is in its training)."""
+    import numpy as np
+
+    from safepref.evaluate import finetuned_judge
+    from safepref.evaluate.labels import SPLIT_FRACTIONS, SPLIT_SEED, LabelledItem
+    from safepref.reward import conversation_text
+    from safepref.sources import load_pairs, split_of
+    from safepref.stats import wilson
+
+    results = {}
+    for name in ("pku-realign", "hh-harmless"):
+        pairs = [p for p in load_pairs(name)[0]
+                 if name == "hh-harmless" or split_of(p.prompt_id, SPLIT_FRACTIONS, SPLIT_SEED) == "test"]
+        side = [[LabelledItem(conversation_text(p.prompt), getattr(p, f"{s}_text"), False, source=name)
+                 for p in pairs] for s in ("chosen", "rejected")]
+        chosen, rejected = (finetuned_judge.predict_proba(folder, items) for items in side)
+        wins = float(np.sum(rejected > chosen) + 0.5 * np.sum(rejected == chosen))
+        results[name] = {"n": len(pairs), "accuracy": round(wins / len(pairs), 4),
+                         "accuracy_ci": [round(x, 4) for x in wilson(round(wins), len(pairs))]}
+        print(folder.name, "pairwise", name, results[name], flush=True)
+    return results
+
+
 def main() -> None:
     from safepref.evaluate import finetuned_judge
     from safepref.evaluate.labels import read_labelled, split_of_item
@@ -115,10 +142,16 @@ def main() -> None:
         sets["advbench-answers-unlabelled"] = [LabelledItem(r["prompt"], r["response"], False, source="adv")
                                                for r in rows if r["response"].strip()]
     base = [s for s in TRAIN_SETS if s not in GATE_SETS]  # what train-judge --kind finetuned trains on
-    for variant, train_sets in (("base", base), ("benign", [*base, "benign-answers"])):
-        folder = work / f"minilm-ce-{variant}"
-        meta = finetuned_judge.train_finetuned_judge(folder, train_sets=train_sets)
-        results["variants"][variant] = {"train": meta, "sets": measure(folder, sets, out)}
+    # VARIANTS=<preset>-<data>,...: preset of finetuned_judge.PRESETS, data base or benign (base + benign-answers)
+    wanted = os.environ.get("VARIANTS", "minilm-base,minilm-benign").split(",")
+    for variant in wanted:
+        preset, data = variant.rsplit("-", 1)
+        train_sets = base if data == "base" else [*base, "benign-answers"]
+        folder = work / f"ce-{variant}"
+        config = finetuned_judge.FinetunedJudgeConfig(**finetuned_judge.PRESETS[preset])
+        meta = finetuned_judge.train_finetuned_judge(folder, config, train_sets=train_sets)
+        results["variants"][variant] = {"train": meta, "sets": measure(folder, sets, out),
+                                        "pairwise": pairwise(folder)}
         (out / "finetuned.json").write_text(json.dumps(results, indent=2))
 
 
