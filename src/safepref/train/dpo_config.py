@@ -50,8 +50,8 @@ class LoraSettings:
 class MonitorSettings:
     accuracy_threshold: float = field(0.95, help="report the first step where reward accuracy exceeds this")
     window: int = field(5, help="logged steps averaged for the smoothed accuracy and the 'final' values")
-    probe_pairs: int = field(128, help="after training, score this many training pairs one by one to "
-                                       "correlate margin with length gap (0 = off)")
+    probe_pairs: int = field(128, help="after training, score this many training pairs (each its own margin, "
+                                       "in batches) to correlate margin with length gap (0 = off)")
 
     def __post_init__(self) -> None:
         require(0 < self.accuracy_threshold < 1, "monitor.accuracy_threshold", "must be in (0, 1)")

@@ -58,7 +58,7 @@ def _save(trainer: Any, config: DPOTrainConfig, model_spec: str, location: str, 
 
 
 def probe_pairs(trainer: Any, count: int, seed: int) -> dict[str, list[float]] | None:
-    """Implicit reward margin of ``count`` training pairs, one by one, after training.
+    """Implicit reward margin of each of ``count`` training pairs after training (scored in length-sorted batches).
 
     margin = beta * [(log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))], the same
     quantity TRL averages per batch. Runs on the main process only, and not under FSDP / ZeRO-3 (the weights are
